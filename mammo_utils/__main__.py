@@ -1,0 +1,94 @@
+"""Command line: ``python -m mammo_utils STAGE [options]``; the same functions the notebooks call."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .config import DATASETS, PROFILES, TASKS, load_config
+from .errors import MammoError
+
+log = logging.getLogger("mammo_utils")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mammo_utils", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (default: MAMMO_DATASET or synthetic)")
+        p.add_argument("--profile", help=f"one of {', '.join(PROFILES)} (default: MAMMO_PROFILE or demo)")
+        p.add_argument("--task", help=f"one of {', '.join(TASKS)} (default: abnormal)")
+        p.add_argument("--seed", type=int)
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.NAME=VALUE",
+                       help="override a setting, e.g. --set pretrain.epochs=10 (repeatable)")
+        return p
+
+    p = add("prepare", "stage 01: manifest, split, preprocessed cache")
+    p.add_argument("--from", dest="source", help="MIAS only: archive path or URL to download, verify and extract")
+    p.add_argument("--keep-going", action="store_true", help="skip unreadable images (each one is listed)")
+    p = add("pretrain", "stage 02: SimCLR pretraining")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--force", action="store_true", help="train again even if a finished run exists")
+    p = add("finetune", "stage 03: fine-tuning from each initialisation")
+    p.add_argument("--force", action="store_true")
+    p = add("evaluate", "stage 04: metrics with CIs, figures, report")
+    p.add_argument("--force", action="store_true")
+    p = add("explain", "stage 05: Grad-CAM and localization scores")
+    add("reproduce", "run the five notebooks in order with papermill, then print the results table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.profile, args.dataset, overrides=args.overrides, task=args.task, seed=args.seed)
+        if args.command == "prepare":
+            from .prepare import run_prepare
+
+            if args.source:
+                if cfg.dataset != "mias":
+                    raise MammoError("--from is supported for --dataset mias only; put other datasets' files "
+                                     f"in {Path(cfg.data_dir)}/<dataset>/ as data_manifests/README.md says.")
+                from .datasets.mias import fetch
+
+                fetch(args.source, Path(cfg.data_dir), keep_going=args.keep_going)
+            out = run_prepare(cfg, keep_going=args.keep_going)
+        elif args.command == "pretrain":
+            from .pretrain import run_pretrain
+
+            out = run_pretrain(cfg, resume=args.resume, force=args.force)
+        elif args.command == "finetune":
+            from .finetune import run_finetune
+
+            out = run_finetune(cfg, force=args.force)
+        elif args.command == "evaluate":
+            from .evaluate import run_evaluate
+
+            out = run_evaluate(cfg, force=args.force)
+            print((out.parent / "report.md").read_text())
+        elif args.command == "explain":
+            from .explain import run_explain
+
+            out = run_explain(cfg)
+        else:
+            from .reproduce import run_reproduce
+
+            out = run_reproduce(cfg)
+        log.info("done: %s", out)
+        return 0
+    except MammoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished stages and checkpoints are kept; run the same command again to continue "
+              "(pretrain: add --resume).", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Settings in one place: profiles (smoke / demo / full) as frozen dataclasses, with env and CLI overrides.
+
+Precedence, lowest first: the profile's values, then ``MAMMO_*`` environment variables, then explicit
+arguments (notebook ``parameters`` cell or CLI flags), then ``overrides`` of the form ``"pretrain.epochs=3"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+PROFILES = ("smoke", "demo", "full")
+DATASETS = ("synthetic", "mias", "cbis-ddsm", "inbreast", "vindr", "cmmd")
+TASKS = ("abnormal", "malignant")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The embedded synthetic dataset (``mammo_utils.synthetic``)."""
+
+    n_patients: int = 100
+    images_per_patient: int = 4  # L/R x CC/MLO, as in a screening exam
+    size_px: int = 256  # generated size; preprocessing resizes to ``image_size_px``
+    abnormal_fraction: float = 0.5  # patients with at least one lesion
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    val_fraction: float = 0.15
+    test_fraction: float = 0.25
+    n_folds: int = 5
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The two SimCLR views (``mammo_utils.augment``). Each default has its reason beside it."""
+
+    crop_scale: tuple[float, float] = (0.35, 1.0)  # lesions are small: very small crops often miss them all
+    crop_ratio: tuple[float, float] = (0.75, 1.33)  # mild aspect change, breasts are not stretched much
+    hflip_prob: float = 0.5  # left and right breasts are mirror images
+    vflip_prob: float = 0.0  # the nipple-to-chest-wall anatomy has an up/down asymmetry on MLO views
+    rotation_deg: float = 10.0  # positioning varies by a few degrees between exams
+    brightness: float = 0.2  # exposure differs between machines and exams
+    contrast: float = 0.2
+    gamma: tuple[float, float] = (0.8, 1.25)  # detector response curves differ
+    blur_prob: float = 0.5  # SimCLR's blur, milder: calcifications are only a few pixels wide
+    blur_sigma: tuple[float, float] = (0.1, 1.5)
+    noise_std: float = 0.02  # quantum noise of a low-dose exposure
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """SimCLR pretraining (``mammo_utils.pretrain``)."""
+
+    epochs: int = 4
+    batch_size: int = 64
+    limit_batches: float | int = 1.0  # Lightning's limit_train_batches (1.0 = all)
+    temperature: float = 0.2  # NT-Xent temperature (SimCLR used 0.1-0.5; 0.2 is lightly's benchmark value)
+    optimizer: str = "adamw"  # adamw | sgd | lars
+    lr: float = 1e-3  # base rate; scaled by batch_size / 256 for sgd and lars (Goyal et al. 2017)
+    weight_decay: float = 1e-6
+    warmup_epochs: int = 0
+    hidden_dim: int = 2048
+    output_dim: int = 128
+    knn_k: int = 10
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning (``mammo_utils.finetune``)."""
+
+    epochs: int = 8
+    batch_size: int = 32
+    limit_batches: float | int = 1.0
+    lr: float = 1e-3
+    backbone_lr_factor: float = 0.1  # full fine-tuning: the backbone moves ten times slower than the head
+    weight_decay: float = 1e-4
+    protocol: str = "full"  # full | linear
+    inits: tuple[str, ...] = ("simclr", "random")
+    label_fraction: float = 1.0
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    bootstrap_resamples: int = 1000
+    ci_level: float = 0.95
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    n_images: int = 8
+    target_layer: str = "layer4[-1]"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a run. Build it with :func:`load_config`."""
+
+    profile: str = "demo"
+    dataset: str = "synthetic"
+    task: str = "abnormal"
+    seed: int = 0
+    image_size_px: int = 224
+    data_dir: str = "data"
+    runs_dir: str = "runs"
+    cache_dir: str = ""
+    sources_dir: str = ""
+    num_workers: int = 0
+    precision: str = "auto"  # auto | 32-true | bf16-mixed | 16-mixed
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """A short hash of the named top-level settings; a stage re-runs when its hash changes."""
+        d = self.to_dict()
+        blob = json.dumps({k: d[k] for k in sections}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _profile_values(profile: str, dataset: str) -> dict[str, Any]:
+    real_size = {"smoke": 64, "demo": 224, "full": 512}[profile]
+    size = real_size if dataset != "synthetic" else {"smoke": 64, "demo": 128, "full": 512}[profile]
+    if profile == "smoke":
+        return dict(
+            image_size_px=size,
+            synthetic=SyntheticConfig(n_patients=16, size_px=128),
+            pretrain=PretrainConfig(epochs=1, batch_size=16, limit_batches=2, hidden_dim=256, output_dim=64),
+            finetune=FinetuneConfig(epochs=1, batch_size=16, limit_batches=2),
+            evaluate=EvaluateConfig(bootstrap_resamples=200),
+            explain=ExplainConfig(n_images=4),
+        )
+    if profile == "demo":
+        return dict(image_size_px=size, num_workers=1)
+    # full: the GPU configuration. The paper states neither resolution nor schedule; these are assumptions,
+    # chosen as lightly's ImageNet ResNet-50 SimCLR benchmark does (LARS, warm-up, cosine, batch 256).
+    return dict(
+        image_size_px=size,
+        num_workers=8,
+        synthetic=SyntheticConfig(n_patients=500, size_px=768),
+        pretrain=PretrainConfig(
+            epochs=200, batch_size=256, optimizer="lars", lr=4.8, weight_decay=1e-6, warmup_epochs=10
+        ),
+        finetune=FinetuneConfig(epochs=50, batch_size=64),
+        evaluate=EvaluateConfig(bootstrap_resamples=2000),
+        explain=ExplainConfig(n_images=32),
+    )
+
+
+def _coerce(value: str, current: Any) -> Any:
+    """Turn an override string into the type of the setting it replaces."""
+    if isinstance(current, bool):
+        return value.lower() in ("1", "true", "yes", "on")
+    if isinstance(current, tuple):
+        parts = [p for p in value.replace("(", "").replace(")", "").split(",") if p.strip()]
+        if current and isinstance(current[0], float):
+            return tuple(float(p) for p in parts)
+        return tuple(p.strip() for p in parts)
+    if isinstance(current, int) and not isinstance(current, bool):
+        try:
+            return int(value)
+        except ValueError:
+            return float(value) if "." in value else value
+    if isinstance(current, float):
+        return float(value)
+    return value
+
+
+def _apply_override(cfg: Config, key: str, value: str) -> Config:
+    parts = key.split(".")
+    if len(parts) == 1:
+        names = {f.name for f in fields(cfg)}
+        if key not in names:
+            raise ConfigError(f"Unknown setting {key!r}. Known settings: {', '.join(sorted(names))}.")
+        try:
+            return replace(cfg, **{key: _coerce(value, getattr(cfg, key))})
+        except ValueError as exc:
+            raise ConfigError(f"Setting {key}={value!r} is not a valid value: {exc}") from None
+    if len(parts) != 2 or not hasattr(cfg, parts[0]) or not dataclasses.is_dataclass(getattr(cfg, parts[0])):
+        raise ConfigError(f"Unknown setting {key!r}. Use SECTION.NAME, e.g. pretrain.epochs=3.")
+    section = getattr(cfg, parts[0])
+    names = {f.name for f in fields(section)}
+    if parts[1] not in names:
+        raise ConfigError(f"Unknown setting {key!r}. Known in {parts[0]}: {', '.join(sorted(names))}.")
+    try:
+        new_section = replace(section, **{parts[1]: _coerce(value, getattr(section, parts[1]))})
+    except ValueError as exc:
+        raise ConfigError(f"Setting {key}={value!r} is not a valid value: {exc}") from None
+    return replace(cfg, **{parts[0]: new_section})
+
+
+def load_config(
+    profile: str | None = None,
+    dataset: str | None = None,
+    overrides: dict[str, str] | list[str] | None = None,
+    **settings: Any,
+) -> Config:
+    """Build the configuration of a run.
+
+    Args:
+        profile: ``smoke`` (tests, seconds), ``demo`` (a laptop CPU, minutes) or ``full`` (a GPU).
+            Defaults to ``MAMMO_PROFILE`` or ``demo``.
+        dataset: one of :data:`DATASETS`. Defaults to ``MAMMO_DATASET`` or ``synthetic``.
+        overrides: ``{"pretrain.epochs": "3"}`` or ``["pretrain.epochs=3"]``; also read from
+            ``MAMMO_OVERRIDES`` (space-separated).
+        **settings: top-level settings (``task``, ``seed``, ``data_dir``, ...); ``None`` values are ignored.
+    """
+    profile = profile or os.environ.get("MAMMO_PROFILE") or "demo"
+    dataset = dataset or os.environ.get("MAMMO_DATASET") or "synthetic"
+    if profile not in PROFILES:
+        raise ConfigError(f"Unknown profile {profile!r}. Choose one of: {', '.join(PROFILES)} (MAMMO_PROFILE).")
+    if dataset not in DATASETS:
+        raise ConfigError(f"Unknown dataset {dataset!r}. Choose one of: {', '.join(DATASETS)} (MAMMO_DATASET).")
+    cfg = Config(profile=profile, dataset=dataset, **_profile_values(profile, dataset))
+
+    env = {
+        "task": "MAMMO_TASK",
+        "seed": "MAMMO_SEED",
+        "data_dir": "MAMMO_DATA_DIR",
+        "runs_dir": "MAMMO_RUNS_DIR",
+        "cache_dir": "MAMMO_CACHE_DIR",
+        "sources_dir": "MAMMO_SOURCES_DIR",
+        "num_workers": "MAMMO_NUM_WORKERS",
+        "precision": "MAMMO_PRECISION",
+    }
+    for key, var in env.items():
+        if os.environ.get(var):
+            cfg = _apply_override(cfg, key, os.environ[var])
+    for key, value in settings.items():
+        if value is not None:
+            cfg = _apply_override(cfg, key, str(value))
+
+    pairs: list[tuple[str, str]] = []
+    env_over = os.environ.get("MAMMO_OVERRIDES", "").split()
+    if isinstance(overrides, dict):
+        items = env_over + [f"{k}={v}" for k, v in overrides.items()]
+    else:
+        items = env_over + list(overrides or [])
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"Override {item!r} must look like SECTION.NAME=VALUE, e.g. pretrain.epochs=3.")
+        key, value = item.split("=", 1)
+        pairs.append((key.strip(), value.strip()))
+    for key, value in pairs:
+        cfg = _apply_override(cfg, key, value)
+
+    if cfg.task not in TASKS:
+        raise ConfigError(f"Unknown task {cfg.task!r}. Choose one of: {', '.join(TASKS)} (MAMMO_TASK).")
+    if cfg.finetune.protocol not in ("full", "linear"):
+        raise ConfigError(f"Unknown finetune.protocol {cfg.finetune.protocol!r}. Choose full or linear.")
+    if cfg.pretrain.optimizer not in ("adamw", "sgd", "lars"):
+        raise ConfigError(f"Unknown pretrain.optimizer {cfg.pretrain.optimizer!r}. Choose adamw, sgd or lars.")
+    for init in cfg.finetune.inits:
+        if init not in ("simclr", "random", "imagenet"):
+            raise ConfigError(f"Unknown finetune init {init!r}. Choose from simclr, random, imagenet.")
+    # Relative directories are relative to the project folder, so notebooks (run from notebooks/) and the
+    # CLI (run from anywhere) share one data and runs folder.
+    cfg = replace(cfg, data_dir=_absolute(cfg.data_dir), runs_dir=_absolute(cfg.runs_dir))
+    cfg = replace(cfg, cache_dir=_absolute(cfg.cache_dir) if cfg.cache_dir else str(Path(cfg.data_dir) / "cache"))
+    if cfg.sources_dir:
+        cfg = replace(cfg, sources_dir=_absolute(cfg.sources_dir))
+    return cfg
+
+
+def project_root() -> Path:
+    """The folder holding pyproject.toml (a source checkout), else the current directory."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def _absolute(path: str) -> str:
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (project_root() / p).resolve())

@@ -1,0 +1,196 @@
+"""Stage 03: fine-tune a classifier from each initialisation (SimCLR, random, ImageNet) on the labelled set.
+
+Protocols: ``linear`` trains only the head on frozen features (batch-norm statistics frozen too); ``full``
+trains everything, the backbone at ``backbone_lr_factor`` times the head's learning rate. The class imbalance
+is handled by weighting the positive class in the loss. The model kept is the epoch with the best
+validation ROC AUC; the test split is touched only to write predictions at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from sklearn.metrics import roc_auc_score
+from torch.utils.data import DataLoader
+
+from . import plots
+from .augment import finetune_transform
+from .config import Config
+from .data import CachedImages
+from .errors import DataError, MammoError
+from .manifest import subsample_patients
+from .models import Classifier, load_backbone, resnet50_backbone, save_classifier
+from .paths import atomic_write_text, how_to_run, require, stage_dir
+from .stage import is_done, mark_done
+from .training import build_trainer, seed_everything, use_channels_last
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("dataset", "seed", "task", "image_size_px", "split", "synthetic", "augment", "pretrain", "finetune",
+            "precision")
+
+
+class FinetuneModule(pl.LightningModule):
+    """Binary classifier (one logit) with a weighted BCE loss and validation ROC AUC.
+
+    Args:
+        model: the :class:`~mammo_utils.models.Classifier` to train.
+        protocol: ``linear`` (frozen backbone) or ``full``.
+        lr: head learning rate; backbone_lr_factor: backbone rate relative to it (``full`` only).
+        weight_decay: AdamW weight decay.
+        pos_weight: weight of the positive class (negatives / positives of the training set).
+        channels_last: channels_last memory format for weights and inputs.
+    """
+
+    def __init__(self, model: Classifier, protocol: str = "full", lr: float = 1e-3, backbone_lr_factor: float = 0.1,
+                 weight_decay: float = 1e-4, pos_weight: float = 1.0, channels_last: bool = False) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.loss = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([pos_weight]))
+        if protocol == "linear":
+            for p in self.model.backbone.parameters():
+                p.requires_grad_(False)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def on_train_epoch_start(self) -> None:
+        if self.hparams.protocol == "linear":
+            self.model.backbone.eval()  # frozen features: batch-norm running statistics stay as pretrained
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x).squeeze(1)
+
+    def _shared_step(self, batch, mode: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits.float(), y.float())
+        self.log(f"{mode}_loss", loss, on_epoch=True, on_step=mode == "train", prog_bar=True, batch_size=len(y))
+        if mode == "val":
+            self._val.append((logits.detach().float().cpu(), y.cpu()))
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        logits = torch.cat([v[0] for v in self._val]).numpy()
+        y = torch.cat([v[1] for v in self._val]).numpy()
+        self._val.clear()
+        auc = roc_auc_score(y, logits) if len(np.unique(y)) > 1 else 0.5
+        self.log("val_auc", float(auc), prog_bar=True)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = [{"params": self.model.head.parameters(), "lr": hp.lr}]
+        if hp.protocol == "full":
+            groups.append({"params": self.model.backbone.parameters(), "lr": hp.lr * hp.backbone_lr_factor})
+        opt = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.trainer.max_epochs))
+        return [opt], [sched]
+
+
+def initial_backbone(cfg: Config, init: str) -> torch.nn.Module:
+    """The backbone a fine-tuning run starts from."""
+    if init == "simclr":
+        return load_backbone(require(cfg, "pretrain", "backbone.pt"), hint=how_to_run(cfg, "pretrain"))
+    return resnet50_backbone(init)
+
+
+@torch.no_grad()
+def predict(model: Classifier, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Probability of the positive class for (N, 1, S, S) images."""
+    model.eval()
+    out = [torch.sigmoid(model(images[i : i + batch_size].float()).squeeze(1)) for i in range(0, len(images), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def finetune_one(cfg: Config, index: pd.DataFrame, init: str, out: Path) -> pd.DataFrame:
+    """Fine-tune from one initialisation; returns its validation and test predictions."""
+    f = cfg.finetune
+    seed_everything(cfg.seed)
+    train = subsample_patients(index[index.split == "train"], f.label_fraction, cfg.seed)
+    val, test = index[index.split == "val"], index[index.split == "test"]
+    n_pos = int(train[cfg.task].sum())
+    if n_pos == 0 or n_pos == len(train):
+        raise DataError(f"The training split has only one class for task {cfg.task!r} ({n_pos}/{len(train)} "
+                        "positive); use a larger label fraction or another task.")
+    model = Classifier(initial_backbone(cfg, init))
+    module = FinetuneModule(model, f.protocol, f.lr, f.backbone_lr_factor, f.weight_decay,
+                            pos_weight=(len(train) - n_pos) / n_pos, channels_last=use_channels_last(cfg))
+    batch = min(f.batch_size, len(train))
+    train_loader = DataLoader(
+        CachedImages(train, cfg.task, finetune_transform(cfg.image_size_px, cfg.augment)), batch_size=batch,
+        shuffle=True, drop_last=len(train) > batch, num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+    )
+    val_set = CachedImages(val, cfg.task)
+    trainer, checkpoint = build_trainer(cfg, out, f.epochs, f.limit_batches, monitor="val_auc", mode="max")
+    trainer.fit(module, train_loader, DataLoader(val_set, batch_size=2 * batch))
+    best = checkpoint.best_model_path
+    if best:  # the epoch with the best validation AUC, not the last one
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    model = module.model.to(memory_format=torch.contiguous_format).float()
+    save_classifier(out / "model.pt", model, meta={"init": init, "task": cfg.task, "protocol": f.protocol,
+                                                   "label_fraction": f.label_fraction})
+    rows = []
+    for split, part, ds in (("val", val, val_set), ("test", test, CachedImages(test, cfg.task))):
+        prob = predict(model, ds.images)
+        rows.append(pd.DataFrame({
+            "image_id": part.image_id.values, "patient_id": part.patient_id.values, "split": split,
+            "fold": part.fold.values, "label": part[cfg.task].values.astype(int), "probability": prob,
+            "init": init, "protocol": f.protocol, "label_fraction": f.label_fraction,
+        }))
+    history = pd.read_csv(out / "logs" / "metrics.csv")
+    if "val_auc" in history:
+        history = history.dropna(subset=["val_auc"])[["epoch", "val_auc"]].assign(init=init)
+        history.to_csv(out / "history.csv", index=False)
+    return pd.concat(rows, ignore_index=True)
+
+
+def run_finetune(cfg: Config, force: bool = False) -> Path:
+    """Fine-tune one classifier per initialisation in ``cfg.finetune.inits``; write ``predictions.csv``.
+
+    Outputs in ``03_fine_tuning/``: ``<init>/model.pt`` (loadable with ``models.load_classifier``),
+    ``predictions.csv`` (image_id, patient_id, split, fold, label, probability, init, protocol,
+    label_fraction), ``finetune_curves.png`` and ``skipped.csv`` for initialisations that could not run.
+    """
+    out = stage_dir(cfg, "finetune")
+    key = cfg.section_hash(*SECTIONS)
+    if not force and is_done(out, key, ["predictions.csv"]):
+        log.info("stage 03 is up to date in %s", out)
+        return out
+    index = pd.read_csv(require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
+    predictions, histories, skipped = [], [], []
+    for init in cfg.finetune.inits:
+        try:
+            predictions.append(finetune_one(cfg, index, init, out / init))
+        except MammoError as exc:
+            if init != "imagenet":
+                raise
+            log.warning("skipping init %s: %s", init, exc)  # absent ImageNet weights are not a failure
+            skipped.append({"init": init, "reason": str(exc)})
+            continue
+        hist = out / init / "history.csv"
+        if hist.exists():
+            histories.append(pd.read_csv(hist))
+    atomic_write_text(out / "predictions.csv", pd.concat(predictions, ignore_index=True).to_csv(index=False))
+    atomic_write_text(out / "skipped.csv", pd.DataFrame(skipped, columns=["init", "reason"]).to_csv(index=False))
+    if histories:
+        plots.finetune_curves(pd.concat(histories, ignore_index=True), out / "finetune_curves.png")
+    mark_done(out, key, cfg)
+    return out

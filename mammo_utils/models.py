@@ -1,0 +1,137 @@
+"""One-channel ResNet-50 backbone, classifier head, and checkpoints that load safely.
+
+One-channel input (DESIGN.md): the first convolution takes one channel. With ImageNet weights its three
+RGB kernels are summed into one, which is exactly what repeating the grey channel three times would compute,
+at a third of the cost of the first layer.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torchvision
+
+from .errors import CheckpointError, MammoError
+from .paths import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+FEATURE_DIM = 2048
+BACKBONE_ARCH = "resnet50-1ch"
+CLASSIFIER_ARCH = "resnet50-1ch-classifier"
+# Grey-level statistics of ImageNet (mean and std of the luminance), used for every initialisation so the
+# three inits see identical inputs.
+GREY_MEAN, GREY_STD = 0.449, 0.226
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] to the network's input scale."""
+    return (x - GREY_MEAN) / GREY_STD
+
+
+def imagenet_weights_path() -> Path:
+    """Where torchvision keeps the ResNet-50 ImageNet weights in the local torch cache."""
+    url = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def resnet50_backbone(init: str = "random") -> nn.Module:
+    """A torchvision ResNet-50 with a one-channel first convolution and no classification layer.
+
+    Args:
+        init: ``random`` or ``imagenet`` (weights read from the local torch cache only; never downloaded).
+
+    Returns:
+        A module mapping (B, 1, H, W) to (B, 2048) features. ``layer4[-1]`` is the Grad-CAM target layer.
+    """
+    net = torchvision.models.resnet50(weights=None)
+    if init == "imagenet":
+        path = imagenet_weights_path()
+        if not path.exists():
+            raise MammoError(
+                f"ImageNet weights are not in the local torch cache ({path}). On a machine with internet, run "
+                "`python -c \"import torchvision; torchvision.models.resnet50(weights='IMAGENET1K_V2')\"` and "
+                "copy the file there, or leave 'imagenet' out of finetune.inits."
+            )
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    elif init != "random":
+        raise MammoError(f"Unknown backbone init {init!r}; use random or imagenet (simclr loads a checkpoint).")
+    old = net.conv1
+    conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    with torch.no_grad():
+        conv1.weight.copy_(old.weight.sum(dim=1, keepdim=True))
+    net.conv1 = conv1
+    net.fc = nn.Identity()
+    return net
+
+
+class Classifier(nn.Module):
+    """Backbone plus a linear head with one logit (positive class = ``task`` is 1)."""
+
+    def __init__(self, backbone: nn.Module | None = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.backbone = backbone if backbone is not None else resnet50_backbone()
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(FEATURE_DIM, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) images in [0, 1] → (B, 1) logits."""
+        return self.head(self.backbone(normalize(x)))
+
+
+def _save(path: Path, payload: dict) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def _load(path: Path, arch: str, hint: str) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"No checkpoint at {path}. {hint}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors all mean the same thing to a person
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}). {hint}") from None
+    if not isinstance(payload, dict) or payload.get("arch") != arch:
+        found = payload.get("arch") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path} holds a {found!r} checkpoint, not {arch!r}. {hint}")
+    return payload
+
+
+def save_backbone(path: Path, backbone: nn.Module, meta: dict | None = None) -> Path:
+    """Write backbone weights (plain tensors only, loadable with ``weights_only=True``)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
+    return _save(path, {"arch": BACKBONE_ARCH, "state_dict": state, "meta": meta or {}})
+
+
+def load_backbone(path: Path, hint: str = "") -> nn.Module:
+    """Read a backbone written by :func:`save_backbone`; clear errors for missing, corrupt or foreign files."""
+    payload = _load(path, BACKBONE_ARCH, hint)
+    backbone = resnet50_backbone()
+    try:
+        backbone.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not fit a one-channel ResNet-50: {str(exc).splitlines()[0]}") from None
+    return backbone
+
+
+def save_classifier(path: Path, model: Classifier, meta: dict | None = None) -> Path:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return _save(path, {"arch": CLASSIFIER_ARCH, "state_dict": state, "meta": meta or {}})
+
+
+def load_classifier(path: Path, hint: str = "") -> tuple[Classifier, dict]:
+    """Read a classifier written by :func:`save_classifier`; returns the model (eval mode) and its meta."""
+    payload = _load(path, CLASSIFIER_ARCH, hint)
+    model = Classifier()
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not fit the classifier: {str(exc).splitlines()[0]}") from None
+    return model.eval(), dict(payload.get("meta", {}))

@@ -1,0 +1,18 @@
+"""Small conveniences for the notebooks: logging, and a one-line summary of the run's settings."""
+
+from __future__ import annotations
+
+import logging
+
+from .config import Config
+from .paths import run_dir
+
+
+def setup_notebook(cfg: Config) -> Config:
+    """Show the package's log messages in the notebook and print which run this is; returns ``cfg``."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("pytorch_lightning", "lightning", "lightning_fabric"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    print(f"profile={cfg.profile} dataset={cfg.dataset} task={cfg.task} seed={cfg.seed} "
+          f"image_size_px={cfg.image_size_px}\nrun folder: {run_dir(cfg)}")
+    return cfg

@@ -1,0 +1,83 @@
+"""Where things live: data directory, cache, and ``runs/<profile>-<dataset>/<stage>/``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import MissingStageOutput
+
+if TYPE_CHECKING:
+    from .config import Config
+
+STAGES = {
+    "prepare": "01_data_preparation",
+    "pretrain": "02_contrastive_pretraining",
+    "finetune": "03_fine_tuning",
+    "evaluate": "04_evaluation",
+    "explain": "05_gradcam",
+}
+
+STAGE_COMMANDS = {
+    "prepare": ("01_data_preparation", "prepare"),
+    "pretrain": ("02_contrastive_pretraining", "pretrain"),
+    "finetune": ("03_fine_tuning", "finetune"),
+    "evaluate": ("04_evaluation", "evaluate"),
+    "explain": ("05_gradcam", "explain"),
+}
+
+
+def run_dir(cfg: Config) -> Path:
+    """The run folder ``<runs>/<profile>-<dataset>/``."""
+    return Path(cfg.runs_dir) / f"{cfg.profile}-{cfg.dataset}"
+
+
+def stage_dir(cfg: Config, stage: str, create: bool = True) -> Path:
+    """The folder of one stage inside the run folder (created unless ``create`` is False)."""
+    path = run_dir(cfg) / STAGES[stage]
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def how_to_run(cfg: Config, stage: str) -> str:
+    notebook, command = STAGE_COMMANDS[stage]
+    return (
+        f"Run notebook {notebook} or `python -m mammo_utils {command} --dataset {cfg.dataset} "
+        f"--profile {cfg.profile}` first."
+    )
+
+
+def require(cfg: Config, stage: str, filename: str) -> Path:
+    """Path of an output of an earlier stage; a clear error when it is not there."""
+    path = run_dir(cfg) / STAGES[stage] / filename
+    if not path.exists():
+        raise MissingStageOutput(f"No {filename} in {path.parent}. {how_to_run(cfg, stage)}")
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a killed process leaves the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

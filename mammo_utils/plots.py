@@ -1,0 +1,127 @@
+"""Every figure of the stages, drawn with seaborn / matplotlib and saved as a PNG file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; notebooks display the saved PNGs
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+DPI = 120
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def label_name(abnormal: int, malignant: int) -> str:
+    return "malignant" if malignant else "benign" if abnormal else "normal"
+
+
+def gallery(arrays: np.ndarray, masks: list, titles: list[str], path: Path, ncols: int = 6) -> Path:
+    """Preprocessed images in a grid, each lesion outlined in red."""
+    n = len(arrays)
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.2 * ncols, 2.4 * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img, mask, title in zip(axes.ravel(), arrays, masks, titles, strict=False):
+        ax.imshow(np.asarray(img, dtype=np.float32), cmap="gray", vmin=0, vmax=1)
+        if mask is not None and np.any(mask):
+            ax.contour(np.asarray(mask, dtype=float), levels=[0.5], colors="red", linewidths=1.0)
+        ax.set_title(title, fontsize=8)
+    return _save(fig, path)
+
+
+def class_balance(images: pd.DataFrame, path: Path) -> Path:
+    """Images per split and label (normal / benign / malignant), and per density where known."""
+    df = images.assign(label=[label_name(a, m) for a, m in zip(images.abnormal, images.malignant, strict=True)])
+    has_density = df["density"].astype(str).str.len().gt(0).any()
+    fig, axes = plt.subplots(1, 2 if has_density else 1, figsize=(11 if has_density else 6, 3.6), squeeze=False)
+    order = ["normal", "benign", "malignant"]
+    sns.countplot(data=df, x="split", hue="label", hue_order=order, order=["train", "val", "test"],
+                  ax=axes[0, 0], palette="Set2")
+    axes[0, 0].set_title("Images per split and label")
+    if has_density:
+        sns.countplot(data=df, x="density", hue="label", hue_order=order, ax=axes[0, 1], palette="Set2",
+                      order=sorted(df["density"].astype(str).unique()))
+        axes[0, 1].set_title("Images per breast density")
+    return _save(fig, path)
+
+
+def view_pairs(pairs: list[tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
+    """Pairs of augmented views of the same image, one pair per column."""
+    fig, axes = plt.subplots(2, len(pairs), figsize=(2.0 * len(pairs), 4.2), squeeze=False)
+    for j, (a, b) in enumerate(pairs):
+        for i, v in enumerate((a, b)):
+            axes[i, j].imshow(np.asarray(v, dtype=np.float32), cmap="gray", vmin=0, vmax=1)
+            axes[i, j].axis("off")
+        axes[0, j].set_title(f"image {j + 1}", fontsize=8)
+    fig.suptitle("Two random views of each image: the network must map both to nearby embeddings")
+    return _save(fig, path)
+
+
+def pretrain_curves(history: pd.DataFrame, path: Path) -> Path:
+    """SimCLR loss per epoch and, when present, kNN accuracy of the embeddings on the validation split."""
+    has_knn = "val_knn_acc" in history and history["val_knn_acc"].notna().any()
+    fig, axes = plt.subplots(1, 2 if has_knn else 1, figsize=(10 if has_knn else 5, 3.4), squeeze=False)
+    loss = history.dropna(subset=["train_loss_epoch"]) if "train_loss_epoch" in history else history
+    sns.lineplot(data=loss, x="epoch", y="train_loss_epoch", marker="o", ax=axes[0, 0])
+    axes[0, 0].set(title="NT-Xent loss (train)", ylabel="loss")
+    if has_knn:
+        knn = history.dropna(subset=["val_knn_acc"])
+        sns.lineplot(data=knn, x="epoch", y="val_knn_acc", marker="o", ax=axes[0, 1], color="C2")
+        if "knn_chance" in knn:
+            axes[0, 1].axhline(float(knn["knn_chance"].iloc[-1]), ls="--", c="grey", label="majority class")
+            axes[0, 1].legend()
+        axes[0, 1].set(title="kNN balanced accuracy (val, no labels in training)", ylabel="balanced accuracy",
+                       ylim=(0, 1))
+    return _save(fig, path)
+
+
+def embedding_scatter(xy: np.ndarray, labels: list[str], path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=labels, ax=ax, s=18, palette="Set1")
+    ax.set(title=title, xticks=[], yticks=[])
+    return _save(fig, path)
+
+
+def finetune_curves(history: pd.DataFrame, path: Path) -> Path:
+    """Validation ROC AUC per epoch, one line per initialisation."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    sns.lineplot(data=history, x="epoch", y="val_auc", hue="init", marker="o", ax=ax)
+    ax.set(title="Fine-tuning: validation ROC AUC", ylim=(0, 1.02))
+    return _save(fig, path)
+
+
+def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path, bands: dict | None = None) -> Path:
+    """ROC curves; ``curves[name] = (fpr, tpr, auc)``; optional ``bands[name] = (grid, lo, hi)``."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    for i, (name, (fpr, tpr, auc)) in enumerate(curves.items()):
+        ax.plot(fpr, tpr, color=f"C{i}", label=f"{name} (AUC {auc:.3f})")
+        if bands and name in bands:
+            grid, lo, hi = bands[name]
+            ax.fill_between(grid, lo, hi, color=f"C{i}", alpha=0.15)
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC, held-out test split", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def confusion_matrices(matrices: dict[str, np.ndarray], path: Path, labels: tuple[str, str]) -> Path:
+    fig, axes = plt.subplots(1, len(matrices), figsize=(3.8 * len(matrices), 3.4), squeeze=False)
+    for ax, (name, cm) in zip(axes.ravel(), matrices.items(), strict=True):
+        sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax,
+                    xticklabels=labels, yticklabels=labels)
+        ax.set(title=name, xlabel="predicted", ylabel="true")
+    return _save(fig, path)

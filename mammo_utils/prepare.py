@@ -1,0 +1,57 @@
+"""Stage 01: dataset files → manifest (patient-level split) → preprocessed cache → figures."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from . import plots
+from .cache import cache_images, load_arrays, load_lesion_masks
+from .config import Config
+from .datasets import get_dataset
+from .manifest import save_manifest, validate
+from .paths import atomic_write_text, stage_dir
+from .stage import is_done, mark_done
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("dataset", "seed", "image_size_px", "split", "synthetic", "data_dir", "cache_dir")
+
+
+def run_prepare(cfg: Config, keep_going: bool = False, workers: int | None = None) -> Path:
+    """Build the manifest, cache the preprocessed images and draw the gallery and class balance.
+
+    Writes ``images.csv``, ``lesions.csv``, ``preprocessed.csv``, ``skipped.csv`` (when images were
+    skipped), ``gallery.png`` and ``class_balance.png`` into ``runs/<profile>-<dataset>/01_data_preparation``.
+    """
+    out = stage_dir(cfg, "prepare")
+    key = cfg.section_hash(*SECTIONS)
+    if is_done(out, key, ["images.csv", "preprocessed.csv"]):
+        index = pd.read_csv(out / "preprocessed.csv", keep_default_na=False)
+        if all(Path(p).exists() for p in index["array_path"]):
+            log.info("stage 01 is up to date in %s", out)
+            return out
+    module = get_dataset(cfg.dataset)
+    root = module.locate(cfg)
+    images, lesions = module.build_manifest(root, cfg)
+    validate(images, lesions, root=root, source=f"{cfg.dataset} manifest")
+    save_manifest(out, images, lesions)
+    index, skipped = cache_images(images, lesions, root, Path(cfg.cache_dir), cfg.image_size_px,
+                                  workers=workers, keep_going=keep_going)
+    if skipped:
+        atomic_write_text(out / "skipped.csv", pd.DataFrame(skipped, columns=["image_id", "reason"]).to_csv(index=False))
+    atomic_write_text(out / "preprocessed.csv", index.to_csv(index=False))
+    draw_figures(out, images, index)
+    mark_done(out, key, cfg)
+    return out
+
+
+def draw_figures(out: Path, images: pd.DataFrame, index: pd.DataFrame, n: int = 12) -> None:
+    """The gallery (abnormal images first, lesions outlined) and the class-balance chart."""
+    shown = pd.concat([index[index.abnormal == 1].head(n // 2), index[index.abnormal == 0].head(n // 2)])
+    shown = shown.head(n)
+    titles = [f"{r.image_id}\n{plots.label_name(r.abnormal, r.malignant)}" for r in shown.itertuples()]
+    plots.gallery(load_arrays(shown), load_lesion_masks(shown), titles, out / "gallery.png")
+    plots.class_balance(images, out / "class_balance.png")

@@ -1,0 +1,52 @@
+"""Run the five notebooks in order with papermill into ``runs/<profile>-<dataset>/notebooks/``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from .config import Config, project_root
+from .errors import MammoError
+from .paths import STAGES, atomic_write_text, run_dir
+
+log = logging.getLogger(__name__)
+
+NOTEBOOKS = [f"{name}.ipynb" for name in STAGES.values()]
+
+
+def run_reproduce(cfg: Config, notebooks_dir: Path | None = None) -> Path:
+    """Execute every notebook (parameters: profile, dataset, task, seed), write HTML copies and print the table.
+
+    Stages whose inputs and settings have not changed are skipped inside each notebook (each stage function
+    checks its ``stage.json``), so an interrupted reproduction continues where it stopped.
+    """
+    import papermill as pm
+    from nbconvert import HTMLExporter
+
+    src = Path(notebooks_dir or project_root() / "notebooks")
+    missing = [n for n in NOTEBOOKS if not (src / n).exists()]
+    if missing:
+        raise MammoError(f"Notebooks {missing} not found in {src}; run from a checkout of the repository.")
+    out = run_dir(cfg) / "notebooks"
+    out.mkdir(parents=True, exist_ok=True)
+    params = {"profile": cfg.profile, "dataset": cfg.dataset, "task": cfg.task, "seed": cfg.seed}
+    timings = {}
+    for i, name in enumerate(NOTEBOOKS, 1):
+        log.info("[%d/%d] %s", i, len(NOTEBOOKS), name)
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(src / name, out / name, parameters=params, cwd=str(src), progress_bar=True,
+                                kernel_name="python3")
+        except pm.PapermillExecutionError as exc:
+            raise MammoError(f"Notebook {name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
+                             f"(executed copy: {out / name}).") from None
+        timings[name] = round(time.perf_counter() - start, 1)
+        html, _ = HTMLExporter().from_filename(str(out / name))
+        atomic_write_text(out / name.replace(".ipynb", ".html"), html)
+    atomic_write_text(out / "timings.json", json.dumps(timings, indent=2))
+    report = run_dir(cfg) / "report.md"
+    if report.exists():
+        print(report.read_text())
+    return run_dir(cfg)

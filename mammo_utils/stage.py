@@ -1,0 +1,58 @@
+"""Stage bookkeeping: a stage whose inputs and settings have not changed is not run again."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from .config import Config
+from .paths import atomic_write_json
+
+PACKAGES = ("torch", "torchvision", "lightly", "pytorch-lightning", "pydicom", "scikit-learn", "grad-cam", "numpy")
+
+
+def is_done(folder: Path, key: str, outputs: list[str]) -> bool:
+    """True when ``folder/stage.json`` records ``key`` and every output file exists."""
+    marker = Path(folder) / "stage.json"
+    if not marker.exists() or not all((Path(folder) / o).exists() for o in outputs):
+        return False
+    try:
+        return json.loads(marker.read_text()).get("key") == key
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def mark_done(folder: Path, key: str, cfg: Config, **extra) -> None:
+    """Record that the stage finished, with what is needed to reproduce it."""
+    atomic_write_json(Path(folder) / "stage.json", {"key": key, **provenance(cfg), **extra})
+
+
+def git_revision() -> str:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (out.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "absent"
+    found["python"] = platform.python_version()
+    return found
+
+
+def provenance(cfg: Config) -> dict:
+    return {"config": cfg.to_dict(), "seed": cfg.seed, "git_revision": git_revision(), "versions": versions(),
+            "machine": platform.machine(), "processor": platform.processor() or platform.machine()}

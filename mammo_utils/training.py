@@ -1,0 +1,90 @@
+"""What pretraining and fine-tuning share: precision, memory format, the Lightning Trainer, seeding."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+from .config import Config
+
+log = logging.getLogger(__name__)
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 instructions (AVX-512 BF16 or AMX), so bf16 autocast pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_accelerator(cfg: Config) -> str:
+    if cfg.accelerator != "auto":
+        return cfg.accelerator
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_precision(cfg: Config) -> str:
+    """``auto``: bf16-mixed on a bf16-capable CPU or GPU, 16-mixed on older GPUs, else 32-true."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    if resolve_accelerator(cfg) == "gpu":
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_has_bf16() else "32-true"
+
+
+def use_channels_last(cfg: Config) -> bool:
+    """channels_last helps oneDNN (CPU) and tensor-core (GPU) convolutions alike."""
+    return resolve_precision(cfg) != "32-true" or resolve_accelerator(cfg) == "gpu"
+
+
+def build_trainer(
+    cfg: Config,
+    out: Path,
+    max_epochs: int,
+    limit_batches: float | int,
+    callbacks: list | None = None,
+    monitor: str | None = None,
+    mode: str = "max",
+    deterministic: bool | str = False,
+    validate: bool = True,
+) -> tuple[pl.Trainer, ModelCheckpoint]:
+    """A Lightning Trainer that logs to CSV and TensorBoard and checkpoints every epoch (``last.ckpt``)."""
+    checkpoint = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+        save_last=True, monitor=monitor, mode=mode, save_top_k=1,
+    )
+    devices = cfg.devices
+    strategy = cfg.strategy
+    n_devices = devices if isinstance(devices, int) else None
+    trainer = pl.Trainer(
+        default_root_dir=out,
+        max_epochs=max_epochs,
+        limit_train_batches=limit_batches,
+        limit_val_batches=1.0 if validate else 0,
+        num_sanity_val_steps=0,
+        accelerator=resolve_accelerator(cfg),
+        devices=devices,
+        num_nodes=cfg.num_nodes,
+        strategy=strategy,
+        sync_batchnorm=bool((n_devices and n_devices > 1) or cfg.num_nodes > 1),
+        precision=resolve_precision(cfg),
+        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")],
+        callbacks=[checkpoint, *(callbacks or [])],
+        log_every_n_steps=1,
+        deterministic=deterministic,
+        enable_model_summary=False,
+        enable_progress_bar=os.environ.get("MAMMO_PROGRESS", "1") != "0",
+    )
+    return trainer, checkpoint
+
+
+def seed_everything(seed: int) -> None:
+    pl.seed_everything(seed, workers=True, verbose=False)

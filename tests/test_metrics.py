@@ -1,0 +1,57 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
+
+from mammo_utils.metrics import binary_metrics, bootstrap_ci, choose_threshold, metrics_with_ci
+
+
+def _sim(n_patients, seed, separation=1.0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        label = int(rng.random() < 0.3)
+        for k in range(2):
+            score = rng.normal(separation * label, 1.0)
+            rows.append(dict(patient_id=f"P{p}", label=label, probability=1 / (1 + np.exp(-score))))
+    return pd.DataFrame(rows)
+
+
+def test_point_estimates_agree_with_scikit_learn():
+    df = _sim(200, 0)
+    y, p = df.label.to_numpy(), df.probability.to_numpy()
+    m = binary_metrics(y, p, 0.5)
+    pred = (p >= 0.5).astype(int)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+    assert m["pr_auc"] == pytest.approx(average_precision_score(y, p))
+    assert m["f1"] == pytest.approx(f1_score(y, pred))
+    assert m["sensitivity"] == pytest.approx(pred[y == 1].mean())
+    assert m["specificity"] == pytest.approx(1 - pred[y == 0].mean())
+
+
+def test_threshold_from_validation_separates_a_separable_set():
+    y = np.array([0, 0, 0, 1, 1])
+    t = choose_threshold(y, np.array([0.1, 0.2, 0.3, 0.7, 0.9]))
+    assert 0.3 < t <= 0.7
+
+
+def test_bootstrap_interval_covers_the_true_auc_about_95_percent_of_the_time():
+    # The population AUC of two unit normals 1 apart is Phi(1/sqrt(2)) = 0.7602.
+    true_auc = 0.7602
+    hits = 0
+    trials = 40
+    for seed in range(trials):
+        df = _sim(150, seed + 100)
+        lo, hi = bootstrap_ci(df, lambda d: {"auc": roc_auc_score(d.label, d.probability)}, 300, seed=seed)["auc"]
+        hits += lo <= true_auc <= hi
+    assert hits / trials >= 0.85  # 95% nominal; 40 trials leave room for sampling noise
+
+
+def test_intervals_contain_the_estimate_and_narrow_with_more_patients():
+    small = metrics_with_ci(_sim(40, 1), 0.5, 300)["roc_auc"]
+    large = metrics_with_ci(_sim(400, 1), 0.5, 300)["roc_auc"]
+    for m in (small, large):
+        assert m["low"] <= m["value"] <= m["high"]
+    assert large["high"] - large["low"] < small["high"] - small["low"]
