@@ -44,12 +44,13 @@ def evaluate_predictions(predictions: pd.DataFrame, cfg: Config) -> dict:
 
 def run_evaluate(cfg: Config, force: bool = False) -> Path:
     """Write ``metrics.json``, ``roc.png``, ``confusion.png`` and the run's ``report.md``."""
-    out = stage_dir(cfg, "evaluate")
+    out = stage_dir(cfg, "evaluate", create=False)
     key = cfg.section_hash(*SECTIONS)
     if not force and is_done(out, key, ["metrics.json"]):
         log.info("stage 04 is up to date in %s", out)
         return out
     predictions = pd.read_csv(require(cfg, "finetune", "predictions.csv"), keep_default_na=False)
+    stage_dir(cfg, "evaluate")
     models = evaluate_predictions(predictions, cfg)
     curves, bands, matrices = {}, {}, {}
     for init, df in predictions.groupby("init", sort=False):

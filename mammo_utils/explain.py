@@ -271,13 +271,14 @@ def run_explain(cfg: Config, force: bool = False) -> Path:
     from . import explain_figures as figures
     from .models import load_classifier
 
-    out_dir = paths.stage_dir(cfg, "explain")
+    out_dir = paths.stage_dir(cfg, "explain", create=False)
     key = cfg.section_hash(*SECTIONS)
     if not force and is_done(out_dir, key, ["localization.json"]):
         log.info("stage 05 is up to date in %s", out_dir)
         return out_dir
     images_df = pd.read_csv(paths.require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
     predictions = pd.read_csv(paths.require(cfg, "finetune", "predictions.csv"), keep_default_na=False)
+    paths.stage_dir(cfg, "explain")
     finetune_dir = paths.stage_dir(cfg, "finetune", create=False)
     inits = [i for i in cfg.finetune.inits if (finetune_dir / i / "model.pt").exists()]
     if not inits:

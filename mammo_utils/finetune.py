@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from . import plots
 from .augment import finetune_transform
 from .config import Config
-from .data import CachedImages
+from .data import CachedImages, EpochShuffle
 from .errors import DataError, MammoError
 from .manifest import subsample_patients
 from .models import Classifier, load_backbone, resnet50_backbone, save_classifier
@@ -129,12 +129,15 @@ def finetune_one(cfg: Config, index: pd.DataFrame, init: str, out: Path) -> pd.D
         raise DataError(f"The training split has only one class for task {cfg.task!r} ({n_pos}/{len(train)} "
                         "positive); use a larger label fraction or another task.")
     model = Classifier(initial_backbone(cfg, init))
-    module = FinetuneModule(model, f.protocol, f.lr, f.backbone_lr_factor, f.weight_decay,
+    # A pretrained backbone moves slower than the new head so fine-tuning does not wash its features out; a
+    # random backbone has nothing to keep and trains at the head's rate.
+    factor = 1.0 if init == "random" else f.backbone_lr_factor
+    module = FinetuneModule(model, f.protocol, f.lr, factor, f.weight_decay,
                             pos_weight=(len(train) - n_pos) / n_pos, channels_last=use_channels_last(cfg))
     batch = min(f.batch_size, len(train))
     train_loader = DataLoader(
         CachedImages(train, cfg.task, finetune_transform(cfg.image_size_px, cfg.augment)), batch_size=batch,
-        shuffle=True, drop_last=len(train) > batch, num_workers=cfg.num_workers,
+        sampler=EpochShuffle(len(train), cfg.seed), drop_last=len(train) > batch, num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
     )
     val_set = CachedImages(val, cfg.task)
@@ -169,12 +172,13 @@ def run_finetune(cfg: Config, force: bool = False) -> Path:
     ``predictions.csv`` (image_id, patient_id, split, fold, label, probability, init, protocol,
     label_fraction), ``finetune_curves.png`` and ``skipped.csv`` for initialisations that could not run.
     """
-    out = stage_dir(cfg, "finetune")
+    out = stage_dir(cfg, "finetune", create=False)
     key = cfg.section_hash(*SECTIONS)
     if not force and is_done(out, key, ["predictions.csv"]):
         log.info("stage 03 is up to date in %s", out)
         return out
     index = pd.read_csv(require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
+    stage_dir(cfg, "finetune")
     predictions, histories, skipped = [], [], []
     for init in cfg.finetune.inits:
         try:

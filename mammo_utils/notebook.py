@@ -13,6 +13,25 @@ def setup_notebook(cfg: Config) -> Config:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     for noisy in ("pytorch_lightning", "lightning", "lightning_fabric"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _short_errors()
     print(f"profile={cfg.profile} dataset={cfg.dataset} task={cfg.task} seed={cfg.seed} "
           f"image_size_px={cfg.image_size_px}\nrun folder: {run_dir(cfg)}")
     return cfg
+
+
+def _short_errors() -> None:
+    """Show the package's own errors as their one-line message instead of a long traceback."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def handler(self, etype, value, tb, tb_offset=None):
+        self._showtraceback(etype, value, [f"{etype.__name__}: {value}"])
+
+    from .errors import MammoError
+
+    shell.set_custom_exc((MammoError,), handler)

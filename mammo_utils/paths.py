@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import MissingStageOutput
+from .errors import MammoError, MissingStageOutput
 
 if TYPE_CHECKING:
     from .config import Config
@@ -39,7 +39,12 @@ def stage_dir(cfg: Config, stage: str, create: bool = True) -> Path:
     """The folder of one stage inside the run folder (created unless ``create`` is False)."""
     path = run_dir(cfg) / STAGES[stage]
     if create:
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MammoError(
+                f"Cannot create the run folder {path} ({exc.strerror}). Set MAMMO_RUNS_DIR to a writable folder."
+            ) from None
     return path
 
 
@@ -54,6 +59,10 @@ def how_to_run(cfg: Config, stage: str) -> str:
 def require(cfg: Config, stage: str, filename: str) -> Path:
     """Path of an output of an earlier stage; a clear error when it is not there."""
     path = run_dir(cfg) / STAGES[stage] / filename
+    if not Path(cfg.runs_dir).is_dir():
+        raise MissingStageOutput(
+            f"The runs directory {cfg.runs_dir} does not exist (MAMMO_RUNS_DIR). {how_to_run(cfg, stage)}"
+        )
     if not path.exists():
         raise MissingStageOutput(f"No {filename} in {path.parent}. {how_to_run(cfg, stage)}")
     return path

@@ -82,7 +82,7 @@ def pretrain_curves(history: pd.DataFrame, path: Path) -> Path:
         knn = history.dropna(subset=["val_knn_acc"])
         sns.lineplot(data=knn, x="epoch", y="val_knn_acc", marker="o", ax=axes[0, 1], color="C2")
         if "knn_chance" in knn:
-            axes[0, 1].axhline(float(knn["knn_chance"].iloc[-1]), ls="--", c="grey", label="majority class")
+            axes[0, 1].axhline(float(knn["knn_chance"].iloc[-1]), ls="--", c="grey", label="chance")
             axes[0, 1].legend()
         axes[0, 1].set(title="kNN balanced accuracy (val, no labels in training)", ylabel="balanced accuracy",
                        ylim=(0, 1))

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from . import plots
 from .augment import simclr_views
 from .config import Config
-from .data import CachedImages
+from .data import CachedImages, EpochShuffle
 from .models import FEATURE_DIM, normalize, resnet50_backbone, save_backbone
 from .paths import require, stage_dir
 from .stage import is_done, mark_done
@@ -151,7 +151,7 @@ def dataloaders(cfg: Config, index: pd.DataFrame) -> tuple[DataLoader, list[Data
     common = dict(num_workers=workers, persistent_workers=workers > 0)
     train_loader = DataLoader(
         CachedImages(train, transform=simclr_views(cfg.image_size_px, cfg.augment)),
-        batch_size=batch, shuffle=True, drop_last=True, **common,
+        batch_size=batch, sampler=EpochShuffle(len(train), cfg.seed), drop_last=True, **common,
     )
     monitor = [
         DataLoader(CachedImages(train, label_column=cfg.task), batch_size=2 * batch),
@@ -169,24 +169,29 @@ def build_module(cfg: Config) -> SimCLRModule:
     )
 
 
-def run_pretrain(cfg: Config, resume: bool = False, force: bool = False) -> Path:
+def run_pretrain(cfg: Config, resume: bool = False, force: bool = False, callbacks: list | None = None,
+                 deterministic: bool = False) -> Path:
     """Train SimCLR (or reuse the finished run) and write ``backbone.pt``, ``history.csv`` and curves.
 
     Args:
         cfg: the run configuration.
         resume: continue from ``checkpoints/last.ckpt`` of an interrupted run.
         force: train again even if a finished run with the same settings exists.
+        callbacks: extra Lightning callbacks.
+        deterministic: use deterministic algorithms only (bitwise reproducible, slower on GPU).
     """
-    out = stage_dir(cfg, "pretrain")
+    out = stage_dir(cfg, "pretrain", create=False)
     key = cfg.section_hash(*SECTIONS)
     if not force and is_done(out, key, ["backbone.pt"]):
         log.info("stage 02 is up to date in %s (delete it or pass force=True to train again)", out)
         return out
     index = pretrain_index(cfg)
+    stage_dir(cfg, "pretrain")
     seed_everything(cfg.seed)
     train_loader, monitor = dataloaders(cfg, index)
     module = build_module(cfg)
-    trainer, _ = build_trainer(cfg, out, cfg.pretrain.epochs, cfg.pretrain.limit_batches)
+    trainer, _ = build_trainer(cfg, out, cfg.pretrain.epochs, cfg.pretrain.limit_batches, callbacks=callbacks,
+                               deterministic=deterministic)
     last = out / "checkpoints" / "last.ckpt"
     ckpt_path = str(last) if resume and last.exists() else None
     if resume and ckpt_path is None:

@@ -116,7 +116,7 @@ def _lesion(rng: np.random.Generator, size: int, breast: np.ndarray, lesion_type
         n = int(rng.integers(12, 22)) if severity == "M" else int(rng.integers(5, 9))
         spread = 0.6 if severity == "M" else 1.0
         add = np.zeros((size, size), np.float32)
-        speck = max(0.6, size / 300)
+        speck = max(0.8, size / 220)
         for _ in range(n):
             px, py = cx + rng.normal(0, r * spread / 2), cy + rng.normal(0, r * spread / 2)
             if severity == "M":  # pleomorphic: elongated, irregular specks
@@ -126,7 +126,7 @@ def _lesion(rng: np.random.Generator, size: int, breast: np.ndarray, lesion_type
                 d2 = (u / (speck * rng.uniform(1.5, 3))) ** 2 + (v / speck) ** 2
             else:
                 d2 = ((xx - px) ** 2 + (yy - py) ** 2) / (speck * rng.uniform(1.2, 1.8)) ** 2
-            add += np.exp(-d2).astype(np.float32) * rng.uniform(0.5, 0.8)
+            add += np.exp(-d2).astype(np.float32) * rng.uniform(0.6, 0.9)
         mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= r**2
         return SyntheticLesion(lesion_type, severity, cx, cy, r, mask & breast), np.minimum(add, 0.8)
 

@@ -1,7 +1,13 @@
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import accuracy_score, average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    f1_score,
+    roc_auc_score,
+)
 
 from mammo_utils.metrics import binary_metrics, bootstrap_ci, choose_threshold, metrics_with_ci
 
@@ -11,7 +17,7 @@ def _sim(n_patients, seed, separation=1.0):
     rows = []
     for p in range(n_patients):
         label = int(rng.random() < 0.3)
-        for k in range(2):
+        for _ in range(2):
             score = rng.normal(separation * label, 1.0)
             rows.append(dict(patient_id=f"P{p}", label=label, probability=1 / (1 + np.exp(-score))))
     return pd.DataFrame(rows)

@@ -2,7 +2,14 @@ import pytest
 import torch
 
 from mammo_utils.errors import CheckpointError, MammoError
-from mammo_utils.models import Classifier, load_backbone, load_classifier, resnet50_backbone, save_backbone, save_classifier
+from mammo_utils.models import (
+    Classifier,
+    load_backbone,
+    load_classifier,
+    resnet50_backbone,
+    save_backbone,
+    save_classifier,
+)
 
 
 def test_one_channel_backbone_and_classifier_shapes():

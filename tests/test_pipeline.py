@@ -58,3 +58,10 @@ def test_cli_prints_one_line_not_a_traceback(capsys, tmp_path, monkeypatch):
     assert "Traceback" not in err and len(err.splitlines()) == 1
     assert main(["pretrain", "--profile", "nope"]) == 2
     assert "Unknown profile 'nope'" in capsys.readouterr().err
+
+
+def test_missing_runs_directory_is_named(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MAMMO_RUNS_DIR", str(tmp_path / "nowhere"))
+    assert main(["evaluate", "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "runs directory" in err and "nowhere" in err and "python -m mammo_utils finetune" in err

@@ -1,0 +1,140 @@
+"""SimCLR training-step throughput: a plain fp32 loop (as lightly's SimCLR example writes it) against the
+project's default path (Lightning, bf16-mixed + channels_last where the hardware supports it), side by side in
+one run, plus the data loader's delivery rate. Prints image pairs per second and the ratios.
+
+    python benchmarks/simclr_throughput.py [--sizes 224 128] [--batch 32] [--steps 4] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from dataclasses import replace
+
+import pytorch_lightning as pl
+import torch
+from lightly.loss import NTXentLoss
+from lightly.models.modules import SimCLRProjectionHead
+from torch.utils.data import DataLoader, Dataset
+
+from mammo_utils.config import load_config
+from mammo_utils.models import FEATURE_DIM, resnet50_backbone
+from mammo_utils.prepare import run_prepare
+from mammo_utils.pretrain import SimCLRModule, dataloaders, pretrain_index
+from mammo_utils.training import resolve_precision, use_channels_last
+
+
+class RandomPairs(Dataset):
+    """Ready-made view pairs, so the step is timed without the loader."""
+
+    def __init__(self, n: int, size: int) -> None:
+        self.x = torch.rand(n, 2, 1, size, size)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return [self.x[i, 0], self.x[i, 1]], 0
+
+
+def plain_loop(size: int, batch: int, steps: int, warmup: int, device: str) -> float:
+    """lightly's SimCLR example: fp32, default memory format, SGD; returns pairs per second."""
+    backbone = resnet50_backbone().to(device)
+    head = SimCLRProjectionHead(FEATURE_DIM, 2048, 128).to(device)
+    criterion = NTXentLoss()
+    params = list(backbone.parameters()) + list(head.parameters())
+    optimizer = torch.optim.SGD(params, lr=0.06)
+    loader = DataLoader(RandomPairs(batch * (steps + warmup), size), batch_size=batch)
+    start = None
+    for i, ((x0, x1), _) in enumerate(loader):
+        if i == warmup:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        x0, x1 = x0.to(device), x1.to(device)
+        loss = criterion(head(backbone(x0)), head(backbone(x1)))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - start)
+
+
+class _Timer(pl.Callback):
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.steps = warmup, None, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == self.warmup:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx >= self.warmup:
+            self.steps += 1
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.end = time.perf_counter()
+
+
+def project_path(cfg, size: int, batch: int, steps: int, warmup: int) -> float:
+    """The project's SimCLRModule under Lightning with the configured precision; pairs per second."""
+    cfg = replace(cfg, image_size_px=size)
+    module = SimCLRModule(channels_last=use_channels_last(cfg), batch_size=batch, optimizer="sgd", lr=0.06)
+    timer = _Timer(warmup)
+    trainer = pl.Trainer(max_epochs=1, accelerator="gpu" if torch.cuda.is_available() else "cpu", devices=1,
+                         precision=resolve_precision(cfg), logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
+                         limit_val_batches=0)
+    loader = DataLoader(RandomPairs(batch * (steps + warmup), size), batch_size=batch)
+    trainer.fit(module, loader)
+    return batch * timer.steps / (timer.end - timer.start)
+
+
+def loader_rate(cfg, size: int, batch: int, batches: int) -> float:
+    """Image pairs per second the project's real pretraining loader delivers (cache → two views)."""
+    cfg = replace(cfg, image_size_px=size, pretrain=replace(cfg.pretrain, batch_size=batch))
+    run_prepare(cfg)
+    train_loader, _ = dataloaders(cfg, pretrain_index(cfg))
+    it = iter(train_loader)
+    next(it)
+    start, n = time.perf_counter(), 0
+    for _ in range(batches):
+        try:
+            (x0, _), _ = next(it)
+        except StopIteration:
+            it = iter(train_loader)
+            (x0, _), _ = next(it)
+        n += len(x0)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 128])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    os.environ.setdefault("MAMMO_PROGRESS", "0")
+    tmp = tempfile.mkdtemp(prefix="mammo-bench-")
+    cfg = load_config("demo", "synthetic", data_dir=f"{tmp}/data", runs_dir=f"{tmp}/runs",
+                      overrides=["synthetic.n_patients=40"])
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
+          f"project precision={resolve_precision(cfg)} channels_last={use_channels_last(cfg)} batch={args.batch}")
+    print(f"{'size':>5} {'plain fp32':>12} {'project':>10} {'ratio':>7} {'loader':>10} {'loader/step':>12}  (image pairs/s)")
+    for size in args.sizes:
+        plain = plain_loop(size, args.batch, args.steps, args.warmup, args.device)
+        ours = project_path(cfg, size, args.batch, args.steps, args.warmup)
+        feed = loader_rate(cfg, size, args.batch, batches=6)
+        print(f"{size:>5} {plain:>12.1f} {ours:>10.1f} {ours / plain:>6.2f}x {feed:>10.1f} {feed / ours:>11.2f}x",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

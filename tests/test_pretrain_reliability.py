@@ -1,0 +1,50 @@
+"""Pretraining that people can rely on: resume gives the same weights; two processes (DDP, gloo) train."""
+
+from dataclasses import replace
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from mammo_utils.models import load_backbone
+from mammo_utils.prepare import run_prepare
+from mammo_utils.pretrain import read_history, run_pretrain
+
+
+class _KillMidEpoch(pl.Callback):
+    """Stands in for a killed process: fails in the middle of the second epoch."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == 1:
+            raise RuntimeError("simulated kill")
+
+
+def _cfg(tiny_cfg, runs):
+    cfg = replace(tiny_cfg, runs_dir=str(runs))
+    return replace(cfg, pretrain=replace(cfg.pretrain, epochs=2, limit_batches=3, batch_size=4, hidden_dim=64,
+                                         output_dim=16))
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights(tiny_cfg, tmp_path):
+    whole, broken = _cfg(tiny_cfg, tmp_path / "a"), _cfg(tiny_cfg, tmp_path / "b")
+    for cfg in (whole, broken):
+        run_prepare(cfg, workers=1)
+    reference = load_backbone(run_pretrain(whole, deterministic=True) / "backbone.pt")
+
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run_pretrain(broken, deterministic=True, callbacks=[_KillMidEpoch()])
+    out = run_pretrain(broken, resume=True, deterministic=True)
+    resumed = load_backbone(out / "backbone.pt")
+    for (name, a), (_, b) in zip(reference.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert list(read_history(out)["epoch"]) == [0, 1]
+
+
+def test_two_process_ddp_with_gloo(tiny_cfg, tmp_path):
+    cfg = _cfg(tiny_cfg, tmp_path)
+    cfg = replace(cfg, accelerator="cpu", devices=2, strategy="ddp_spawn",
+                  pretrain=replace(cfg.pretrain, epochs=1, limit_batches=2))
+    run_prepare(cfg, workers=1)
+    out = run_pretrain(cfg)
+    assert (out / "backbone.pt").exists()
+    assert torch.isfinite(torch.tensor(read_history(out)["train_loss_epoch"].to_numpy())).all()
