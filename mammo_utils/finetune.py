@@ -27,7 +27,7 @@ from .manifest import subsample_patients
 from .models import Classifier, load_backbone, resnet50_backbone, save_classifier
 from .paths import atomic_write_text, how_to_run, require, stage_dir
 from .stage import is_done, mark_done
-from .training import build_trainer, seed_everything, use_channels_last
+from .training import build_trainer, fresh_start, read_metrics, seed_everything, use_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,7 @@ def finetune_one(cfg: Config, index: pd.DataFrame, init: str, out: Path) -> pd.D
         persistent_workers=cfg.num_workers > 0,
     )
     val_set = CachedImages(val, cfg.task)
+    fresh_start(out)
     trainer, checkpoint = build_trainer(cfg, out, f.epochs, f.limit_batches, monitor="val_auc", mode="max")
     trainer.fit(module, train_loader, DataLoader(val_set, batch_size=2 * batch))
     best = checkpoint.best_model_path
@@ -158,7 +159,7 @@ def finetune_one(cfg: Config, index: pd.DataFrame, init: str, out: Path) -> pd.D
             "fold": part.fold.values, "label": part[cfg.task].values.astype(int), "probability": prob,
             "init": init, "protocol": f.protocol, "label_fraction": f.label_fraction,
         }))
-    history = pd.read_csv(out / "logs" / "metrics.csv")
+    history = read_metrics(out)
     if "val_auc" in history:
         history = history.dropna(subset=["val_auc"])[["epoch", "val_auc"]].assign(init=init)
         history.to_csv(out / "history.csv", index=False)

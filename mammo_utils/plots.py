@@ -43,7 +43,7 @@ def gallery(arrays: np.ndarray, masks: list, titles: list[str], path: Path, ncol
     return _save(fig, path)
 
 
-def class_balance(images: pd.DataFrame, path: Path) -> Path:
+def class_balance(images: pd.DataFrame, path: Path, density_name: str = "breast density") -> Path:
     """Images per split and label (normal / benign / malignant), and per density where known."""
     df = images.assign(label=[label_name(a, m) for a, m in zip(images.abnormal, images.malignant, strict=True)])
     has_density = df["density"].astype(str).str.len().gt(0).any()
@@ -55,7 +55,7 @@ def class_balance(images: pd.DataFrame, path: Path) -> Path:
     if has_density:
         sns.countplot(data=df, x="density", hue="label", hue_order=order, ax=axes[0, 1], palette="Set2",
                       order=sorted(df["density"].astype(str).unique()))
-        axes[0, 1].set_title("Images per breast density")
+        axes[0, 1].set_title(f"Images per {density_name}")
     return _save(fig, path)
 
 

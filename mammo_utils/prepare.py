@@ -54,4 +54,9 @@ def draw_figures(out: Path, images: pd.DataFrame, index: pd.DataFrame, n: int = 
     shown = shown.head(n)
     titles = [f"{r.image_id}\n{plots.label_name(r.abnormal, r.malignant)}" for r in shown.itertuples()]
     plots.gallery(load_arrays(shown), load_lesion_masks(shown), titles, out / "gallery.png")
-    plots.class_balance(images, out / "class_balance.png")
+    density_name = "BI-RADS density"
+    if not images["density"].astype(str).str.len().gt(0).any() and images["dataset"].iloc[0] == "mias":
+        # MIAS grades background tissue (Fatty, Glandular, Dense), not BI-RADS A-D; show it under its own name.
+        images = images.assign(density=images["source_label"].astype(str).str.split().str[0])
+        density_name = "MIAS background tissue (F / G / D)"
+    plots.class_balance(images, out / "class_balance.png", density_name)

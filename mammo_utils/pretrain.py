@@ -34,7 +34,7 @@ from .data import CachedImages, EpochShuffle
 from .models import FEATURE_DIM, normalize, resnet50_backbone, save_backbone
 from .paths import require, stage_dir
 from .stage import is_done, mark_done
-from .training import build_trainer, seed_everything, use_channels_last
+from .training import build_trainer, fresh_start, read_metrics, seed_everything, use_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,8 @@ def run_pretrain(cfg: Config, resume: bool = False, force: bool = False, callbac
     ckpt_path = str(last) if resume and last.exists() else None
     if resume and ckpt_path is None:
         log.warning("no checkpoint to resume from in %s; starting from scratch", last.parent)
+    if ckpt_path is None:
+        fresh_start(out)
     trainer.fit(module, train_loader, monitor, ckpt_path=ckpt_path)
     if trainer.global_rank == 0:
         save_backbone(out / "backbone.pt", module.backbone, meta={"epochs": cfg.pretrain.epochs, "seed": cfg.seed})
@@ -208,10 +210,7 @@ def run_pretrain(cfg: Config, resume: bool = False, force: bool = False, callbac
 
 def read_history(out: Path) -> pd.DataFrame:
     """Per-epoch metrics from the CSV logger (loss, kNN accuracy)."""
-    path = out / "logs" / "metrics.csv"
-    if not path.exists():
-        return pd.DataFrame(columns=["epoch"])
-    df = pd.read_csv(path)
+    df = read_metrics(out)
     cols = [c for c in ("train_loss_epoch", "val_knn_acc", "knn_chance") if c in df]
     return df.groupby("epoch")[cols].mean().reset_index() if cols else df
 

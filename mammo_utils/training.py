@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -74,9 +75,11 @@ def build_trainer(
         devices=devices,
         num_nodes=cfg.num_nodes,
         strategy=strategy,
-        sync_batchnorm=bool((n_devices and n_devices > 1) or cfg.num_nodes > 1),
+        # Synchronised batch norm across GPUs (PyTorch implements it for CUDA only).
+        sync_batchnorm=bool(((n_devices and n_devices > 1) or cfg.num_nodes > 1) and resolve_accelerator(cfg) == "gpu"),
         precision=resolve_precision(cfg),
-        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")],
+        # One CSV version per (re)start: a resumed run appends a version instead of overwriting the history.
+        logger=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tensorboard")],
         callbacks=[checkpoint, *(callbacks or [])],
         log_every_n_steps=1,
         deterministic=deterministic,
@@ -84,6 +87,26 @@ def build_trainer(
         enable_progress_bar=os.environ.get("MAMMO_PROGRESS", "1") != "0",
     )
     return trainer, checkpoint
+
+
+def fresh_start(out: Path) -> None:
+    """Remove the logs and checkpoints of an earlier run in ``out`` (a new, non-resumed run starts clean)."""
+    import shutil
+
+    for name in ("logs", "tensorboard", "checkpoints"):
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
+def read_metrics(out: Path) -> pd.DataFrame:
+    """All rows the CSV logger wrote in ``out/logs``, over every (re)start, later versions winning per step."""
+    files = sorted((out / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    frames = [pd.read_csv(f).assign(_version=i) for i, f in enumerate(files) if f.stat().st_size]
+    if not frames:
+        return pd.DataFrame(columns=["epoch", "step"])
+    df = pd.concat(frames, ignore_index=True)
+    # A resumed run repeats the epoch it was killed in; keep the rows of the latest start for each epoch.
+    latest = df.groupby("epoch")["_version"].transform("max")
+    return df[df["_version"] == latest].drop(columns="_version")
 
 
 def seed_everything(seed: int) -> None:
