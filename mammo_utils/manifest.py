@@ -83,10 +83,16 @@ def validate(
             )
     if root is not None:
         exists = images["path"].map(lambda p: (Path(root) / p).exists())
+        if not exists.any():
+            raise DataError(
+                f"{source}: none of the {len(images)} image files it lists is under {root} (first: "
+                f"{images['path'].iloc[0]}). Download the images into that folder; data_manifests/README.md gives "
+                "the layout each dataset expects."
+            )
         if not exists.all():
             raise DataError(
                 f"{source}: {int((~exists).sum())} image files are missing under {root} "
-                f"(rows {_rows(images, ~exists)}). Run `python -m mammo_utils prepare` again."
+                f"(rows {_rows(images, ~exists)}). Restore them, or pass --keep-going to skip them (each is listed)."
             )
     if lesions is not None and not lesions.empty:
         missing = [c for c in LESION_COLUMNS if c not in lesions.columns]

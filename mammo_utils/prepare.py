@@ -36,10 +36,21 @@ def run_prepare(cfg: Config, keep_going: bool = False, workers: int | None = Non
     module = get_dataset(cfg.dataset)
     root = module.locate(cfg)
     images, lesions = module.build_manifest(root, cfg)
+    missing: list[tuple[str, str]] = []
+    if keep_going:
+        present = images["path"].map(lambda p: (Path(root) / p).exists())
+        if present.any():  # with no image at all there is nothing to keep going with
+            missing = [(i, f"file missing: {Path(root) / p}") for i, p in
+                       zip(images.loc[~present, "image_id"], images.loc[~present, "path"], strict=True)]
+            images = images[present]
+            lesions = lesions[lesions["image_id"].isin(images["image_id"])] if not lesions.empty else lesions
     validate(images, lesions, root=root, source=f"{cfg.dataset} manifest")
     save_manifest(out, images, lesions)
     index, skipped = cache_images(images, lesions, root, Path(cfg.cache_dir), cfg.image_size_px,
                                   workers=workers, keep_going=keep_going)
+    for image_id, reason in missing:
+        log.warning("skipped %s: %s", image_id, reason)
+    skipped = missing + skipped
     if skipped:
         atomic_write_text(out / "skipped.csv", pd.DataFrame(skipped, columns=["image_id", "reason"]).to_csv(index=False))
     atomic_write_text(out / "preprocessed.csv", index.to_csv(index=False))

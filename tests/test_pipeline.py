@@ -65,3 +65,17 @@ def test_missing_runs_directory_is_named(tmp_path, capsys, monkeypatch):
     assert main(["evaluate", "--profile", "smoke"]) == 2
     err = capsys.readouterr().err
     assert "runs directory" in err and "nowhere" in err and "python -m mammo_utils finetune" in err
+
+
+def test_prepare_stops_on_a_missing_file_unless_asked_to_keep_going(tiny_cfg):
+    from mammo_utils.datasets.synthetic import locate
+    from mammo_utils.errors import DataError
+
+    root = locate(tiny_cfg)
+    (root / "images" / "S0003_L_CC.png").unlink()
+    with pytest.raises(DataError, match="S0003_L_CC"):
+        run_prepare(tiny_cfg, workers=1)
+    out = run_prepare(tiny_cfg, keep_going=True, workers=1)
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert skipped.image_id.tolist() == ["S0003_L_CC"] and "file missing" in skipped.reason[0]
+    assert "S0003_L_CC" not in set(pd.read_csv(out / "preprocessed.csv").image_id)
