@@ -66,7 +66,7 @@ def plot_overlays(
     indices = list(indices)[:max_rows]
     methods = list(cams_by_method)
     rows, cols = max(1, len(indices)), 1 + len(methods)
-    fig = Figure(figsize=(2.2 * cols, 2.2 * rows + 0.4))
+    fig = Figure(figsize=(2.2 * cols, 2.2 * rows + 0.4), layout="compressed")
     axes = fig.subplots(rows, cols, squeeze=False)
     for r, i in enumerate(indices):
         _overlay(axes[r, 0], arrays[i], None, lesions[i])
@@ -105,7 +105,7 @@ def plot_outcome_grid(
         "TP": known & pred & (label == 1), "FP": known & pred & (label == 0),
         "FN": known & ~pred & (label == 1), "TN": known & ~pred & (label == 0),
     }
-    fig = Figure(figsize=(2.2 * per_outcome, 2.3 * len(OUTCOMES) + 0.4))
+    fig = Figure(figsize=(2.2 * per_outcome, 2.3 * len(OUTCOMES) + 0.4), layout="compressed")
     axes = fig.subplots(len(OUTCOMES), per_outcome, squeeze=False)
     for r, name in enumerate(OUTCOMES):
         idx = np.flatnonzero(groups[name])
