@@ -33,20 +33,36 @@ def _parser() -> argparse.ArgumentParser:
     p = add("pretrain", "stage 02: SimCLR pretraining")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--force", action="store_true", help="train again even if a finished run exists")
-    p = add("finetune", "stage 03: fine-tuning from each initialisation")
+    p = add("finetune", "stage 03: fine-tuning from each initialisation, then the label-efficiency sweep")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--inits", help="comma-separated: simclr,random,imagenet (finetune.inits)")
+    p.add_argument("--protocols", help="sweep protocols, comma-separated: linear,full; '' turns the sweep off")
+    p.add_argument("--label-fractions", help="sweep fractions of labelled patients, e.g. 0.1,0.25,0.5,1.0")
+    p.add_argument("--cv", action="store_true", help="also cross-validate by patient (split.n_folds folds)")
     p = add("evaluate", "stage 04: metrics with CIs, figures, report")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--resamples", type=int, help="bootstrap resamples of patients (evaluate.bootstrap_resamples)")
     p = add("explain", "stage 05: Grad-CAM and localization scores")
     add("reproduce", "run the five notebooks in order with papermill, then print the results table")
     return parser
+
+
+def _stage_overrides(args: argparse.Namespace) -> list[str]:
+    """The finetune / evaluate options as ``SECTION.NAME=VALUE`` overrides (one way to set anything)."""
+    pairs = {"inits": "finetune.inits", "protocols": "finetune.protocols",
+             "label_fractions": "finetune.label_fractions", "resamples": "evaluate.bootstrap_resamples"}
+    out = [f"{key}={getattr(args, name)}" for name, key in pairs.items() if getattr(args, name, None) is not None]
+    if getattr(args, "cv", False):
+        out.append("finetune.cv=true")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_config(args.profile, args.dataset, overrides=args.overrides, task=args.task, seed=args.seed)
+        cfg = load_config(args.profile, args.dataset, overrides=args.overrides + _stage_overrides(args),
+                          task=args.task, seed=args.seed)
         if args.command == "prepare":
             from .prepare import run_prepare
 

@@ -239,6 +239,8 @@ def _threshold(cfg: Config, init: str) -> float:
 def _test_predictions(cfg: Config, predictions: pd.DataFrame, init: str) -> pd.DataFrame:
     """Test label and mean probability per image for one init (configured protocol and label fraction if present)."""
     p = predictions[(predictions["split"].astype(str) == "test") & (predictions["init"].astype(str) == init)]
+    if "headline" in p:  # the model saved at <init>/model.pt is the headline run, whatever the sweep holds
+        p = p[p["headline"].astype(str).str.lower().isin(["true", "1"])]
     for column, wanted in (("protocol", cfg.finetune.protocol), ("label_fraction", cfg.finetune.label_fraction)):
         if column in p and len(p):
             match = p[column].astype(str) == str(wanted)

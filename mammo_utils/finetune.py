@@ -4,11 +4,17 @@ Protocols: ``linear`` trains only the head on frozen features (batch-norm statis
 trains everything, the backbone at ``backbone_lr_factor`` times the head's learning rate. The class imbalance
 is handled by weighting the positive class in the loss. The model kept is the epoch with the best
 validation ROC AUC; the test split is touched only to write predictions at the end.
+
+Per initialisation, the stage trains the headline run (``finetune.protocol`` at ``finetune.label_fraction``),
+then the label-efficiency sweep over ``finetune.protocols`` x ``finetune.label_fractions``
+(:mod:`mammo_utils.label_efficiency`) and, with ``finetune.cv``, a patient-level k-fold cross-validation of
+the headline recipe (:func:`cross_validate`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +29,7 @@ from .augment import finetune_transform
 from .config import Config
 from .data import CachedImages, EpochShuffle
 from .errors import DataError, MammoError
-from .manifest import subsample_patients
+from .manifest import cross_validation_split, subsample_patients
 from .models import Classifier, load_backbone, resnet50_backbone, save_classifier
 from .paths import atomic_write_text, how_to_run, require, stage_dir
 from .stage import is_done, mark_done
@@ -33,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SECTIONS = ("dataset", "seed", "task", "image_size_px", "split", "synthetic", "augment", "pretrain", "finetune",
             "precision")
+OFFICIAL_SPLIT = ("cbis-ddsm",)  # datasets whose test split is the official one: no cross-validation there
 
 
 class FinetuneModule(pl.LightningModule):
@@ -111,10 +118,26 @@ def initial_backbone(cfg: Config, init: str) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def predict(model: Classifier, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """Probability of the positive class for (N, 1, S, S) images."""
+def predict(model: Classifier, images: torch.Tensor, batch_size: int = 64, device: torch.device | None = None,
+            dtype: torch.dtype | None = None) -> np.ndarray:
+    """Probability of the positive class for (N, 1, S, S) images.
+
+    Args:
+        model: the classifier (put in eval mode here).
+        images: (N, 1, S, S) in [0, 1], on the CPU.
+        batch_size: images per forward pass.
+        device: where ``model`` is (default: where its parameters are).
+        dtype: autocast dtype (``linear_probe.autocast_dtype``), None for full precision.
+    """
+    from .linear_probe import autocast
+
     model.eval()
-    out = [torch.sigmoid(model(images[i : i + batch_size].float()).squeeze(1)) for i in range(0, len(images), batch_size)]
+    device = device or next(model.parameters()).device
+    out = []
+    for i in range(0, len(images), batch_size):
+        with autocast(device, dtype):
+            logits = model(images[i : i + batch_size].float().to(device)).squeeze(1)
+        out.append(torch.sigmoid(logits.float()).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
@@ -166,34 +189,88 @@ def finetune_one(cfg: Config, index: pd.DataFrame, init: str, out: Path) -> pd.D
     return pd.concat(rows, ignore_index=True)
 
 
-def run_finetune(cfg: Config, force: bool = False) -> Path:
-    """Fine-tune one classifier per initialisation in ``cfg.finetune.inits``; write ``predictions.csv``.
+def cross_validate(cfg: Config, index: pd.DataFrame, init: str, out: Path) -> pd.DataFrame:
+    """Patient-level k-fold cross-validation of the headline recipe (k = ``split.n_folds``).
 
-    Outputs in ``03_fine_tuning/``: ``<init>/model.pt`` (loadable with ``models.load_classifier``),
-    ``predictions.csv`` (image_id, patient_id, split, fold, label, probability, init, protocol,
-    label_fraction), ``finetune_curves.png`` and ``skipped.csv`` for initialisations that could not run.
+    Fold k tests the patients of fold k, selects the model on fold k+1 and trains on the rest
+    (:func:`~mammo_utils.manifest.cross_validation_split`); its run folder is ``<init>-cv<k>/``. Returns the
+    folds' validation and test rows with ``cv_fold``: over the folds, every patient is tested exactly once.
     """
+    frames = []
+    for k in range(cfg.split.n_folds):
+        fold_index = cross_validation_split(index, k, cfg.split.n_folds)
+        rows = finetune_one(cfg, fold_index, init, out / f"{init}-cv{k}").assign(
+            headline=False, sweep=False, run=f"{init}-cv{k}", cv_fold=k)
+        atomic_write_text(out / f"{init}-cv{k}" / "predictions.csv", rows.to_csv(index=False))
+        frames.append(rows)
+    return pd.concat(frames, ignore_index=True)
+
+
+def cv_applies(cfg: Config) -> bool:
+    """Cross-validation runs when asked for, except where the dataset has an official test split."""
+    if cfg.finetune.cv and cfg.dataset in OFFICIAL_SPLIT:
+        log.info("%s has an official test split: it is used instead of cross-validation", cfg.dataset)
+    return cfg.finetune.cv and cfg.dataset not in OFFICIAL_SPLIT
+
+
+def run_finetune(cfg: Config, force: bool = False) -> Path:
+    """Fine-tune one classifier per initialisation in ``cfg.finetune.inits``, then the label-efficiency sweep.
+
+    Outputs in ``03_fine_tuning/``:
+
+    - ``<init>/model.pt``: the headline run (``finetune.protocol`` at ``finetune.label_fraction``), loadable
+      with ``models.load_classifier``; stages 04 and 05 explain it.
+    - ``<init>-<protocol>-f<fraction>/``: one folder per sweep run (:mod:`mammo_utils.label_efficiency`).
+    - ``predictions.csv``: image_id, patient_id, split, fold, label, probability, init, protocol,
+      label_fraction, headline (True for the headline runs), sweep (True for the sweep's cells, the headline
+      included when it is one) and run (the run folder's name).
+    - ``sweep.csv``: one record per sweep cell (labelled patients and images, epochs, steps, best validation
+      ROC AUC, seconds).
+    - ``cv_predictions.csv`` with ``cv_fold`` when ``finetune.cv`` is on (:func:`cross_validate`).
+    - ``finetune_curves.png`` and ``skipped.csv`` for initialisations that could not run.
+    """
+    from .label_efficiency import headline_record, includes_headline, run_sweep, sweep_table, write_run
+
     out = stage_dir(cfg, "finetune", create=False)
     key = cfg.section_hash(*SECTIONS)
-    if not force and is_done(out, key, ["predictions.csv"]):
+    cv = cv_applies(cfg)
+    outputs = ["predictions.csv"] + (["cv_predictions.csv"] if cv else [])
+    if not force and is_done(out, key, outputs):
         log.info("stage 03 is up to date in %s", out)
         return out
     index = pd.read_csv(require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
     stage_dir(cfg, "finetune")
-    predictions, histories, skipped = [], [], []
+    predictions, histories, skipped, records, cv_rows = [], [], [], [], []
     for init in cfg.finetune.inits:
+        start = time.perf_counter()
         try:
-            predictions.append(finetune_one(cfg, index, init, out / init))
+            rows = finetune_one(cfg, index, init, out / init)
+            backbone = initial_backbone(cfg, init) if cfg.finetune.protocols else None
         except MammoError as exc:
             if init != "imagenet":
                 raise
             log.warning("skipping init %s: %s", init, exc)  # absent ImageNet weights are not a failure
             skipped.append({"init": init, "reason": str(exc)})
             continue
+        rows = rows.assign(headline=True, sweep=includes_headline(cfg), run=init)
+        info = headline_record(cfg, index, init, out / init, time.perf_counter() - start)
+        write_run(out / init, rows, info)
+        predictions.append(rows)
+        if backbone is not None:
+            frames, infos = run_sweep(cfg, index, init, backbone, out, info)
+            predictions += frames
+            records += infos
+        if cv:
+            cv_rows.append(cross_validate(cfg, index, init, out))
         hist = out / init / "history.csv"
         if hist.exists():
             histories.append(pd.read_csv(hist))
     atomic_write_text(out / "predictions.csv", pd.concat(predictions, ignore_index=True).to_csv(index=False))
+    atomic_write_text(out / "sweep.csv", sweep_table(records).to_csv(index=False))
+    if cv_rows:
+        atomic_write_text(out / "cv_predictions.csv", pd.concat(cv_rows, ignore_index=True).to_csv(index=False))
+    else:  # an earlier run's folds must not be evaluated as this run's
+        (out / "cv_predictions.csv").unlink(missing_ok=True)
     atomic_write_text(out / "skipped.csv", pd.DataFrame(skipped, columns=["init", "reason"]).to_csv(index=False))
     if histories:
         plots.finetune_curves(pd.concat(histories, ignore_index=True), out / "finetune_curves.png")

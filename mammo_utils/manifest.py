@@ -219,6 +219,33 @@ def subsample_patients(images: pd.DataFrame, fraction: float, seed: int = 0) -> 
     return images[images["patient_id"].astype(str).isin(keep)]
 
 
+def cross_validation_split(images: pd.DataFrame, k: int, n_folds: int) -> pd.DataFrame:
+    """The manifest re-split for fold ``k`` of patient-level cross-validation, read from the ``fold`` column.
+
+    Test is fold ``k``, validation fold ``(k + 1) % n_folds`` (model selection and the threshold), training the
+    rest. Over the ``n_folds`` folds every patient is tested exactly once, and never by a model that saw it.
+
+    Args:
+        images: a table with ``patient_id`` and ``fold`` (0..n_folds-1, assigned by patient).
+        k: the fold to test, 0 <= k < n_folds.
+        n_folds: the number of folds (at least 3: train, validation and test each need one).
+
+    Returns:
+        A copy of ``images`` whose ``split`` column is this fold's train / val / test.
+    """
+    if n_folds < 3:
+        raise DataError(f"cross-validation needs at least 3 folds (train, val, test); split.n_folds is {n_folds}.")
+    fold = pd.to_numeric(images["fold"], errors="coerce")
+    bad = ~fold.isin(range(n_folds))
+    if bad.any():
+        raise DataError(f"cross-validation needs a fold in 0..{n_folds - 1} for every image; rows "
+                        f"{_rows(images, bad)} have none. Run `python -m mammo_utils prepare` again with "
+                        f"split.n_folds={n_folds}.")
+    out = images.copy()
+    out["split"] = np.where(fold == k, "test", np.where(fold == (k + 1) % n_folds, "val", "train"))
+    return out
+
+
 def image_level_leakage(images: pd.DataFrame, test_fraction: float = 0.25, seed: int = 0) -> dict[str, int]:
     """What a naive split by image would do: how many women end up with images in both train and test.
 

@@ -125,3 +125,74 @@ def confusion_matrices(matrices: dict[str, np.ndarray], path: Path, labels: tupl
                     xticklabels=labels, yticklabels=labels)
         ax.set(title=name, xlabel="predicted", ylabel="true")
     return _save(fig, path)
+
+
+METRIC_LABELS = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "accuracy": "accuracy",
+                 "balanced_accuracy": "balanced accuracy", "sensitivity": "sensitivity",
+                 "specificity": "specificity", "f1": "F1"}
+
+
+def label_efficiency(df: pd.DataFrame, path: Path, metric: str = "roc_auc") -> Path:
+    """Test metric against the fraction of labelled training patients, one line per initialisation x protocol.
+
+    ``df`` has ``init, protocol, label_fraction, value, low, high``; error bars are the 95% patient-bootstrap
+    intervals. The x axis is logarithmic: each halving of the labels is the same step.
+    """
+    fig, ax = plt.subplots(figsize=(6.2, 4.2))
+    inits = sorted(df["init"].unique())
+    protocols = sorted(df["protocol"].unique())
+    colors = dict(zip(inits, sns.color_palette("colorblind", len(inits)), strict=True))
+    styles = {"full": ("-", "o"), "linear": ("--", "s")}
+    n = len(inits) * len(protocols)
+    for j, (init, protocol) in enumerate((i, p) for i in inits for p in protocols):
+        d = df[(df["init"] == init) & (df["protocol"] == protocol)].sort_values("label_fraction")
+        if d.empty:
+            continue
+        # Small multiplicative offsets keep overlapping error bars apart on the log axis.
+        x = d["label_fraction"].to_numpy(float) * 1.035 ** (j - (n - 1) / 2)
+        y = d["value"].to_numpy(float)
+        err = np.vstack([y - d["low"].to_numpy(float), d["high"].to_numpy(float) - y])
+        ls, marker = styles.get(protocol, ("-.", "^"))
+        ax.errorbar(x, y, yerr=np.clip(np.nan_to_num(err), 0, None), color=colors[init], ls=ls, marker=marker,
+                    capsize=3, lw=1.6, ms=5, label=f"{init}, {protocol}")
+    fractions = sorted(df["label_fraction"].unique())
+    ax.set_xscale("log")
+    ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
+    ax.minorticks_off()
+    if metric in ("roc_auc", "balanced_accuracy"):
+        ax.axhline(0.5, ls=":", c="grey", lw=1, label="chance")
+    ax.set(xlabel="labelled training patients", ylabel=f"test {METRIC_LABELS.get(metric, metric)} (95% CI)",
+           title="Label efficiency", ylim=(min(0.4, float(np.nanmin(df["low"])) - 0.02) if len(df) else 0.4, 1.01))
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def by_density(df: pd.DataFrame, path: Path, metrics: tuple[str, ...] = ("roc_auc", "sensitivity")) -> Path:
+    """Headline metrics per breast-density category, one bar per initialisation, with 95% CIs.
+
+    ``df`` has ``init, density, metric, value, low, high`` (one row per init, density and metric) and
+    optionally ``n_test_patients``. A missing bar is a metric that is undefined there (one class only).
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.0 * len(metrics), 3.6), squeeze=False)
+    inits = list(dict.fromkeys(df["init"]))
+    densities = sorted(df["density"].unique())
+    width = 0.8 / max(len(inits), 1)
+    palette = sns.color_palette("colorblind", len(inits))
+    for ax, metric in zip(axes.ravel(), metrics, strict=True):
+        d = df[df["metric"] == metric]
+        for i, init in enumerate(inits):
+            part = d[d["init"] == init].set_index("density").reindex(densities)
+            x = np.arange(len(densities)) + (i - (len(inits) - 1) / 2) * width
+            y = part["value"].to_numpy(float)
+            err = np.vstack([y - part["low"].to_numpy(float), part["high"].to_numpy(float) - y])
+            ax.bar(x, np.nan_to_num(y), width, color=palette[i], label=init)
+            ax.errorbar(x, np.nan_to_num(y), yerr=np.clip(np.nan_to_num(err), 0, None), fmt="none", c="k",
+                        capsize=3, lw=1)
+        n = df.groupby("density")["n_test_patients"].max() if "n_test_patients" in df else None
+        ax.set_xticks(np.arange(len(densities)),
+                      [f"{d}\n{int(n[d])} patient{'s' if n[d] != 1 else ''}" if n is not None and pd.notna(n[d])
+                       else d for d in densities])
+        ax.set(xlabel="breast density", ylabel=METRIC_LABELS.get(metric, metric), ylim=(0, 1.05),
+               title=f"{METRIC_LABELS.get(metric, metric)} by density (test)")
+    axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="init")
+    return _save(fig, path)

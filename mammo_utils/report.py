@@ -31,6 +31,44 @@ def results_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _value(v: dict | None) -> str:
+    if v is None or not math.isfinite(v.get("value", float("nan"))):
+        return "n/a"
+    return f"{v['value']:.2f} [{v['low']:.2f}, {v['high']:.2f}]"
+
+
+def label_efficiency_table(metrics: dict, metric: str | None = None) -> str:
+    """Markdown table of the label-efficiency sweep: one row per initialisation x protocol, one column per
+    label fraction, each cell the test metric with its 95% CI. Empty when the sweep did not run."""
+    sweep = metrics.get("label_efficiency") or {}
+    runs = sweep.get("runs") or []
+    if not runs:
+        return ""
+    metric = metric or sweep.get("metric", "roc_auc")
+    fractions = sorted({r["label_fraction"] for r in runs})
+    cells = {(r["init"], r["protocol"], r["label_fraction"]): r["metrics"].get(metric) for r in runs}
+    lines = [f"| {metric} (test) | " + " | ".join(f"{f:.0%} of labels" for f in fractions) + " |",
+             "|" + "---|" * (len(fractions) + 1)]
+    for init, protocol in dict.fromkeys((r["init"], r["protocol"]) for r in runs):
+        lines.append(f"| {init}, {protocol} | " + " | ".join(_value(cells.get((init, protocol, f)))
+                                                        for f in fractions) + " |")
+    return "\n".join(lines)
+
+
+def cross_validation_table(metrics: dict) -> str:
+    """Markdown table of the cross-validation: pooled out-of-fold value [CI] and the folds' mean ± SD."""
+    cv = metrics.get("cross_validation") or {}
+    if not cv or "skipped" in cv:
+        return ""
+    lines = ["| model | " + " | ".join(TABLE_METRICS) + " |", "|" + "---|" * (len(TABLE_METRICS) + 1)]
+    for init, m in cv.items():
+        lines.append(f"| {init}, {m['n_folds']}-fold pooled | "
+                     + " | ".join(_fmt(m["pooled"].get(k)) for k in TABLE_METRICS) + " |")
+        lines.append(f"| {init}, fold mean ± SD | "
+                     + " | ".join(f"{m['fold_mean'][k]:.3f} ± {m['fold_sd'][k]:.3f}" for k in TABLE_METRICS) + " |")
+    return "\n".join(lines)
+
+
 def write_report(cfg: Config) -> Path:
     """Write ``runs/<profile>-<dataset>/report.md`` from what the stages wrote so far."""
     root = run_dir(cfg)
@@ -48,6 +86,22 @@ def write_report(cfg: Config) -> Path:
             "", f"git revision `{m.get('git_revision')}`, seed {m.get('seed')}, torch {m['versions'].get('torch')}, "
             f"lightly {m['versions'].get('lightly')}.", "",
         ]
+        table = label_efficiency_table(m)
+        if table:
+            parts += ["## Label efficiency", "",
+                      "Test ROC AUC [95% CI] with a fraction of the training patients labelled (stratified, "
+                      "seeded, the same patients for every model); thresholds and model selection on the full "
+                      "validation split. Figure: `04_evaluation/label_efficiency.png`.", "", table, ""]
+        table = cross_validation_table(m)
+        if table:
+            parts += ["## Cross-validation by patient", "",
+                      "Out-of-fold test predictions pooled (each patient tested once, by a model that never saw "
+                      "them), with each fold's own validation threshold; the SimCLR backbone was pretrained on "
+                      "the manifest's training split, so in cross-validation it has seen some test images "
+                      "(without labels).", "", table, ""]
+        if m.get("by_density"):
+            parts += ["Metrics by breast density: `04_evaluation/by_density.png` and `by_density` in "
+                      "`metrics.json`.", ""]
     loc_path = root / STAGES["explain"] / "localization.json"
     if loc_path.exists():
         parts += ["## Grad-CAM localization", "", "See `05_gradcam/localization.json` and its figures.", ""]

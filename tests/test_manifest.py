@@ -66,7 +66,10 @@ def test_duplicates_and_missing_files(tmp_path):
     imgs = assign_splits(_images(4, 2), seed=0)
     with pytest.raises(DataError, match="duplicate image_id"):
         validate(pd.concat([imgs, imgs.head(1)]))
-    with pytest.raises(DataError, match="missing under"):
+    with pytest.raises(DataError, match="none of the 8 image files"):
+        validate(imgs, root=tmp_path)
+    (tmp_path / imgs.path.iloc[0]).write_bytes(b"x")
+    with pytest.raises(DataError, match="7 image files are missing under"):
         validate(imgs, root=tmp_path)
 
 
