@@ -375,6 +375,9 @@ def run_explain(cfg: Config, force: bool = False) -> Path:
     figures.plot_localization(result, out_dir / "localization.png")
     paths.atomic_write_json(out_dir / "localization.json", _finite_or_none({**result, **provenance(cfg)}))
     mark_done(out_dir, key, cfg, inits=inits)
+    from .report import write_report
+
+    write_report(cfg)  # the run's report gains the localization table
     log.info("Explanations written to %s", out_dir)
     return out_dir
 

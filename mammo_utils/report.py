@@ -104,7 +104,8 @@ def write_report(cfg: Config) -> Path:
                       "`metrics.json`.", ""]
     loc_path = root / STAGES["explain"] / "localization.json"
     if loc_path.exists():
-        parts += ["## Grad-CAM localization", "", "See `05_gradcam/localization.json` and its figures.", ""]
+        parts += ["## Grad-CAM localization", "", localization_table(json.loads(loc_path.read_text())),
+                  "", "Details and figures: `05_gradcam/`.", ""]
     parts += ["## Files", ""]
     for stage in STAGES.values():
         folder = root / stage
@@ -114,3 +115,23 @@ def write_report(cfg: Config) -> Path:
     path = root / "report.md"
     atomic_write_text(path, "\n".join(parts) + "\n")
     return path
+
+
+def localization_table(loc: dict) -> str:
+    """Pointing game and energy inside the lesion per init and CAM method, beside the chance level."""
+
+    def ci(v: dict | None) -> str:
+        if not v or v.get("estimate") is None:
+            return "n/a"
+        return f"{v['estimate']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+
+    chance = loc.get("chance_level") or {}
+    lines = [f"Test images with a located lesion: {loc.get('n_with_lesion', 0)}; chance level (lesion area / breast "
+             f"area): {ci(chance)}.", "", "| model | CAM | pointing game | energy inside lesion | ROAD |",
+             "|---|---|---|---|---|"]
+    for init, entry in (loc.get("inits") or {}).items():
+        for method, m in (entry.get("methods") or {}).items():
+            road = (m.get("road") or {}).get("mean")
+            lines.append(f"| {init} | {method} | {ci(m.get('pointing_game'))} | {ci(m.get('energy_inside'))} | "
+                         f"{'n/a' if road is None else f'{road:.3f}'} |")
+    return "\n".join(lines)
