@@ -165,7 +165,10 @@ def finetune_one(cfg: Config, index: pd.DataFrame, init: str, out: Path) -> pd.D
     )
     val_set = CachedImages(val, cfg.task)
     fresh_start(out)
-    trainer, checkpoint = build_trainer(cfg, out, f.epochs, f.limit_batches, monitor="val_auc", mode="max")
+    # Only the best epoch is kept: fine-tuning is short and restarts rather than resumes, so writing a 280 MB
+    # last.ckpt every epoch would cost more than it saves.
+    trainer, checkpoint = build_trainer(cfg, out, f.epochs, f.limit_batches, monitor="val_auc", mode="max",
+                                        save_last=False)
     trainer.fit(module, train_loader, DataLoader(val_set, batch_size=2 * batch))
     best = checkpoint.best_model_path
     if best:  # the epoch with the best validation AUC, not the last one

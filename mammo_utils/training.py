@@ -56,11 +56,12 @@ def build_trainer(
     mode: str = "max",
     deterministic: bool | str = False,
     validate: bool = True,
+    save_last: bool = True,
 ) -> tuple[pl.Trainer, ModelCheckpoint]:
-    """A Lightning Trainer that logs to CSV and TensorBoard and checkpoints every epoch (``last.ckpt``)."""
+    """A Lightning Trainer that logs to CSV and TensorBoard and checkpoints every epoch (``last.ckpt``, unless ``save_last`` is False)."""
     checkpoint = ModelCheckpoint(
         dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-        save_last=True, monitor=monitor, mode=mode, save_top_k=1,
+        save_last=save_last, monitor=monitor, mode=mode, save_top_k=1,
     )
     devices = cfg.devices
     strategy = cfg.strategy
