@@ -14,6 +14,7 @@ the headline recipe (:func:`cross_validate`).
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -174,6 +175,8 @@ def finetune_one(cfg: Config, index: pd.DataFrame, init: str, out: Path) -> pd.D
     if best:  # the epoch with the best validation AUC, not the last one
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
+    # model.pt below is the run's checkpoint; the Lightning one also holds optimiser state (3x the size).
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
     model = module.model.to(memory_format=torch.contiguous_format).float()
     save_classifier(out / "model.pt", model, meta={"init": init, "task": cfg.task, "protocol": f.protocol,
                                                    "label_fraction": f.label_fraction})

@@ -58,10 +58,14 @@ def build_trainer(
     validate: bool = True,
     save_last: bool = True,
 ) -> tuple[pl.Trainer, ModelCheckpoint]:
-    """A Lightning Trainer that logs to CSV and TensorBoard and checkpoints every epoch (``last.ckpt``, unless ``save_last`` is False)."""
+    """A Lightning Trainer that logs to CSV and TensorBoard and checkpoints every epoch.
+
+    Without ``monitor`` only ``checkpoints/last.ckpt`` is kept, overwritten each epoch (what ``--resume`` needs);
+    with it, also the best epoch's ``epochNNN.ckpt``. ``save_last=False`` keeps the best one only.
+    """
     checkpoint = ModelCheckpoint(
         dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-        save_last=save_last, monitor=monitor, mode=mode, save_top_k=1,
+        save_last=save_last, monitor=monitor, mode=mode, save_top_k=1 if monitor else 0,
     )
     devices = cfg.devices
     strategy = cfg.strategy
