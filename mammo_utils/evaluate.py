@@ -1,7 +1,8 @@
 """Stage 04: metrics with patient-level 95% CIs on the held-out split, figures, and the results table.
 
 Every threshold-dependent metric uses the threshold chosen on the validation split of the same run (Youden's
-J), never on test. Besides the headline models (one per initialisation), the stage scores every run of the
+J), never on test. Besides the headline models (one per initialisation, for each task of ``finetune.tasks``
+under ``tasks`` in ``metrics.json``), the stage scores every run of the
 label-efficiency sweep, the breakdown by breast density where the dataset records it, and the patient-level
 cross-validation when stage 03 ran one (out-of-fold test predictions pooled, each patient once, plus the
 per-fold values).
@@ -39,9 +40,18 @@ def _flag(df: pd.DataFrame, column: str, default: bool) -> pd.Series:
     return df[column].astype(str).str.lower().isin(["true", "1"])
 
 
-def headline_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the headline runs (one per initialisation), without the sweep's other runs."""
-    return predictions[_flag(predictions, "headline", True)]
+def headline_predictions(predictions: pd.DataFrame, task: str | None = None) -> pd.DataFrame:
+    """The rows of the headline runs (one per initialisation) of ``task`` (None: every task), without the
+    sweep's other runs."""
+    rows = predictions[_flag(predictions, "headline", True)]
+    return rows if task is None or "task" not in rows else rows[rows["task"].astype(str) == task]
+
+
+def task_rows(df: pd.DataFrame, task: str, main_task: str) -> pd.DataFrame:
+    """Rows of one task (tables written before the ``task`` column hold the main task only)."""
+    if "task" not in df:
+        return df if task == main_task else df.iloc[:0]
+    return df[df["task"].astype(str) == task]
 
 
 def _score(df: pd.DataFrame, cfg: Config) -> dict:
@@ -61,12 +71,13 @@ def _score(df: pd.DataFrame, cfg: Config) -> dict:
 
 def evaluate_predictions(predictions: pd.DataFrame, cfg: Config) -> dict:
     """Metrics per headline model (init): threshold from validation, every metric on test with its CI."""
-    return {str(init): _score(df, cfg) for init, df in headline_predictions(predictions).groupby("init", sort=False)}
+    rows = headline_predictions(predictions, cfg.task)
+    return {str(init): _score(df, cfg) for init, df in rows.groupby("init", sort=False)}
 
 
 def evaluate_sweep(predictions: pd.DataFrame, cfg: Config, records: pd.DataFrame | None = None) -> list[dict]:
     """One entry per label-efficiency run: init, protocol, label_fraction, its record and its metrics with CIs."""
-    rows = predictions[_flag(predictions, "sweep", False)]
+    rows = task_rows(predictions[_flag(predictions, "sweep", False)], cfg.task, cfg.task)
     entries = []
     for (init, protocol, fraction), df in rows.groupby(["init", "protocol", "label_fraction"], sort=False):
         entry = {"init": str(init), "protocol": str(protocol), "label_fraction": float(fraction), **_score(df, cfg)}
@@ -117,7 +128,7 @@ def evaluate_by_density(predictions: pd.DataFrame, index: pd.DataFrame, models: 
     if "density" not in index:
         return None
     density = index.set_index(index["image_id"].astype(str))["density"].astype(str)
-    test = headline_predictions(predictions)
+    test = headline_predictions(predictions, cfg.task)
     test = test[test.split == "test"].assign(density=lambda d: d["image_id"].astype(str).map(density).fillna(""))
     if not (test["density"] != "").any():
         return None
@@ -161,7 +172,7 @@ def run_evaluate(cfg: Config, force: bool = False) -> Path:
     stage_dir(cfg, "evaluate")
     models = evaluate_predictions(predictions, cfg)
     curves, bands, matrices = {}, {}, {}
-    for init, df in headline_predictions(predictions).groupby("init", sort=False):
+    for init, df in headline_predictions(predictions, cfg.task).groupby("init", sort=False):
         test = df[df.split == "test"]
         if test["label"].nunique() < 2:
             continue
@@ -189,18 +200,32 @@ def run_evaluate(cfg: Config, force: bool = False) -> Path:
         plots.by_density(_long({(i, d): v for i, per in by_density.items() for d, v in per.items()},
                                ("init", "density")), out / "by_density.png")
 
-    cross_validation = None
+    cv = None
     if (finetune_dir / "cv_predictions.csv").exists():
         cv = pd.read_csv(finetune_dir / "cv_predictions.csv", keep_default_na=False)
-        cross_validation = evaluate_cross_validation(cv, cfg)
-    elif cfg.finetune.cv:
-        cross_validation = {"skipped": f"{cfg.dataset} has an official test split; it is used instead."}
+    tasks = {}
+    for task in cfg.all_tasks():
+        entry: dict = {"models": evaluate_predictions(predictions, cfg.for_task(task))}
+        if cv is not None:
+            rows = task_rows(cv, task, cfg.task)
+            entry["cross_validation"] = evaluate_cross_validation(rows, cfg) if len(rows) else None
+        elif cfg.finetune.cv:
+            entry["cross_validation"] = {"skipped": f"{cfg.dataset} has an official test split; it is used instead."}
+        else:
+            entry["cross_validation"] = None
+        if entry["models"]:
+            test = headline_predictions(predictions, task)
+            test = test[(test.split == "test") & (test["init"] == test["init"].iloc[0])]
+            # What answering "negative" for every image scores: the floor any accuracy must be read against.
+            entry["all_negative_accuracy"] = float((test["label"].astype(int) == 0).mean())
+            tasks[task] = entry
+    cross_validation = tasks.get(cfg.task, {}).get("cross_validation")
 
     metrics = {"task": cfg.task, "dataset": cfg.dataset, "profile": cfg.profile, "split": "test",
                "ci_level": cfg.evaluate.ci_level, "bootstrap_resamples": cfg.evaluate.bootstrap_resamples,
                "ci_unit": "patient", "models": models, "paper_claim": PAPER_CLAIM,
                "label_efficiency": {"metric": LABEL_EFFICIENCY_METRIC, "runs": sweep},
-               "by_density": by_density, "cross_validation": cross_validation, **provenance(cfg)}
+               "by_density": by_density, "cross_validation": cross_validation, "tasks": tasks, **provenance(cfg)}
     atomic_write_json(out / "metrics.json", metrics)
     write_report(cfg)
     mark_done(out, key, cfg)

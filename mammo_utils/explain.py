@@ -241,6 +241,8 @@ def _test_predictions(cfg: Config, predictions: pd.DataFrame, init: str) -> pd.D
     p = predictions[(predictions["split"].astype(str) == "test") & (predictions["init"].astype(str) == init)]
     if "headline" in p:  # the model saved at <init>/model.pt is the headline run, whatever the sweep holds
         p = p[p["headline"].astype(str).str.lower().isin(["true", "1"])]
+    if "task" in p:  # other tasks' headline runs live in <init>-<task>/
+        p = p[p["task"].astype(str) == cfg.task]
     for column, wanted in (("protocol", cfg.finetune.protocol), ("label_fraction", cfg.finetune.label_fraction)):
         if column in p and len(p):
             match = p[column].astype(str) == str(wanted)

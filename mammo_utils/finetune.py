@@ -186,7 +186,7 @@ def finetune_one(cfg: Config, index: pd.DataFrame, init: str, out: Path) -> pd.D
         rows.append(pd.DataFrame({
             "image_id": part.image_id.values, "patient_id": part.patient_id.values, "split": split,
             "fold": part.fold.values, "label": part[cfg.task].values.astype(int), "probability": prob,
-            "init": init, "protocol": f.protocol, "label_fraction": f.label_fraction,
+            "init": init, "protocol": f.protocol, "label_fraction": f.label_fraction, "task": cfg.task,
         }))
     history = read_metrics(out)
     if "val_auc" in history:
@@ -195,19 +195,20 @@ def finetune_one(cfg: Config, index: pd.DataFrame, init: str, out: Path) -> pd.D
     return pd.concat(rows, ignore_index=True)
 
 
-def cross_validate(cfg: Config, index: pd.DataFrame, init: str, out: Path) -> pd.DataFrame:
+def cross_validate(cfg: Config, index: pd.DataFrame, init: str, out: Path, name: str | None = None) -> pd.DataFrame:
     """Patient-level k-fold cross-validation of the headline recipe (k = ``split.n_folds``).
 
     Fold k tests the patients of fold k, selects the model on fold k+1 and trains on the rest
-    (:func:`~mammo_utils.manifest.cross_validation_split`); its run folder is ``<init>-cv<k>/``. Returns the
+    (:func:`~mammo_utils.manifest.cross_validation_split`); its run folder is ``<name>-cv<k>/`` (``name``
+    defaults to ``init``). Returns the
     folds' validation and test rows with ``cv_fold``: over the folds, every patient is tested exactly once.
     """
     frames = []
     for k in range(cfg.split.n_folds):
         fold_index = cross_validation_split(index, k, cfg.split.n_folds)
-        rows = finetune_one(cfg, fold_index, init, out / f"{init}-cv{k}").assign(
-            headline=False, sweep=False, run=f"{init}-cv{k}", cv_fold=k)
-        atomic_write_text(out / f"{init}-cv{k}" / "predictions.csv", rows.to_csv(index=False))
+        run = f"{name or init}-cv{k}"
+        rows = finetune_one(cfg, fold_index, init, out / run).assign(headline=False, sweep=False, run=run, cv_fold=k)
+        atomic_write_text(out / run / "predictions.csv", rows.to_csv(index=False))
         frames.append(rows)
     return pd.concat(frames, ignore_index=True)
 
@@ -220,20 +221,22 @@ def cv_applies(cfg: Config) -> bool:
 
 
 def run_finetune(cfg: Config, force: bool = False) -> Path:
-    """Fine-tune one classifier per initialisation in ``cfg.finetune.inits``, then the label-efficiency sweep.
+    """Fine-tune one classifier per initialisation in ``cfg.finetune.inits``, then the label-efficiency sweep,
+    then the headline recipe for the other ``finetune.tasks``.
 
     Outputs in ``03_fine_tuning/``:
 
     - ``<init>/model.pt``: the headline run (``finetune.protocol`` at ``finetune.label_fraction``), loadable
       with ``models.load_classifier``; stages 04 and 05 explain it.
     - ``<init>-<protocol>-f<fraction>/``: one folder per sweep run (:mod:`mammo_utils.label_efficiency`).
+    - ``<init>-<task>/``: the headline recipe for each other task in ``finetune.tasks``.
     - ``predictions.csv``: image_id, patient_id, split, fold, label, probability, init, protocol,
-      label_fraction, headline (True for the headline runs), sweep (True for the sweep's cells, the headline
-      included when it is one) and run (the run folder's name).
+      label_fraction, task, headline (True for the headline runs, one per init and task), sweep (True for the
+      sweep's cells, the headline included when it is one) and run (the run folder's name).
     - ``sweep.csv``: one record per sweep cell (labelled patients and images, epochs, steps, best validation
       ROC AUC, seconds).
-    - ``cv_predictions.csv`` with ``cv_fold`` when ``finetune.cv`` is on (:func:`cross_validate`).
-    - ``finetune_curves.png`` and ``skipped.csv`` for initialisations that could not run.
+    - ``cv_predictions.csv`` with ``cv_fold`` when ``finetune.cv`` is on (:func:`cross_validate`), every task.
+    - ``finetune_curves.png``, and ``skipped.csv`` for initialisations (or tasks) that could not run.
     """
     from .label_efficiency import headline_record, includes_headline, run_sweep, sweep_table, write_run
 
@@ -256,7 +259,7 @@ def run_finetune(cfg: Config, force: bool = False) -> Path:
             if init != "imagenet":
                 raise
             log.warning("skipping init %s: %s", init, exc)  # absent ImageNet weights are not a failure
-            skipped.append({"init": init, "reason": str(exc)})
+            skipped.append({"init": init, "task": "all", "reason": str(exc)})
             continue
         rows = rows.assign(headline=True, sweep=includes_headline(cfg), run=init)
         info = headline_record(cfg, index, init, out / init, time.perf_counter() - start)
@@ -271,14 +274,39 @@ def run_finetune(cfg: Config, force: bool = False) -> Path:
         hist = out / init / "history.csv"
         if hist.exists():
             histories.append(pd.read_csv(hist))
+        for task in cfg.all_tasks()[1:]:
+            rows = _other_task(cfg.for_task(task), index, init, out, skipped)
+            if rows is not None:
+                predictions.append(rows)
+                if cv:
+                    cv_rows.append(cross_validate(cfg.for_task(task), index, init, out, name=f"{init}-{task}"))
     atomic_write_text(out / "predictions.csv", pd.concat(predictions, ignore_index=True).to_csv(index=False))
     atomic_write_text(out / "sweep.csv", sweep_table(records).to_csv(index=False))
     if cv_rows:
         atomic_write_text(out / "cv_predictions.csv", pd.concat(cv_rows, ignore_index=True).to_csv(index=False))
     else:  # an earlier run's folds must not be evaluated as this run's
         (out / "cv_predictions.csv").unlink(missing_ok=True)
-    atomic_write_text(out / "skipped.csv", pd.DataFrame(skipped, columns=["init", "reason"]).to_csv(index=False))
+    atomic_write_text(out / "skipped.csv",
+                      pd.DataFrame(skipped, columns=["init", "task", "reason"]).to_csv(index=False))
     if histories:
         plots.finetune_curves(pd.concat(histories, ignore_index=True), out / "finetune_curves.png")
     mark_done(out, key, cfg)
     return out
+
+
+def _other_task(cfg: Config, index: pd.DataFrame, init: str, out: Path, skipped: list) -> pd.DataFrame | None:
+    """The headline recipe of ``init`` for ``cfg.task`` (not the run's main task) in ``<init>-<task>/``."""
+    from .label_efficiency import headline_record, write_run
+
+    run = f"{init}-{cfg.task}"
+    start = time.perf_counter()
+    try:
+        rows = finetune_one(cfg, index, init, out / run)
+    except DataError as exc:  # e.g. no malignant case in a tiny training split
+        log.warning("skipping task %s for init %s: %s", cfg.task, init, exc)
+        skipped.append({"init": init, "task": cfg.task, "reason": str(exc)})
+        return None
+    rows = rows.assign(headline=True, sweep=False, run=run)
+    write_run(out / run, rows, {**headline_record(cfg, index, init, out / run, time.perf_counter() - start),
+                                "run": run})
+    return rows

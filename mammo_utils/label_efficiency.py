@@ -78,8 +78,8 @@ def _rows(part: pd.DataFrame, split: str, prob: np.ndarray, task: str, init: str
     return pd.DataFrame({
         "image_id": part.image_id.values, "patient_id": part.patient_id.values, "split": split,
         "fold": part.fold.values, "label": part[task].values.astype(int), "probability": prob,
-        "init": init, "protocol": protocol, "label_fraction": fraction, "headline": False, "sweep": True,
-        "run": run_name(init, protocol, fraction),
+        "init": init, "protocol": protocol, "label_fraction": fraction, "task": task, "headline": False,
+        "sweep": True, "run": run_name(init, protocol, fraction),
     })
 
 

@@ -101,7 +101,7 @@ def test_per_row_thresholds_and_pooled_cross_validation():
 
 
 def test_evaluation_scores_every_sweep_run_and_draws_the_new_figures(tiny_cfg):
-    cfg = replace(tiny_cfg, finetune=replace(tiny_cfg.finetune, inits=("random",), protocols=("linear", "full"),
+    cfg = replace(tiny_cfg, finetune=replace(tiny_cfg.finetune, inits=("random",), tasks=("abnormal",), protocols=("linear", "full"),
                                              label_fractions=(0.5, 1.0)))
     run_prepare(cfg, workers=1)
     ft = run_finetune(cfg)

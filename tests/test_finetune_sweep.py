@@ -1,5 +1,6 @@
 """Stage 03's label-efficiency sweep, linear probe, label fractions and patient-level cross-validation."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -7,11 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
+from mammo_utils.evaluate import run_evaluate
 from mammo_utils.finetune import run_finetune
 from mammo_utils.linear_probe import extract_features, fit_linear_head, head_probabilities
 from mammo_utils.manifest import assign_splits, cross_validation_split, patient_strata, subsample_patients
 from mammo_utils.models import Classifier, resnet50_backbone
 from mammo_utils.prepare import run_prepare
+from mammo_utils.report import claim_table
 
 
 def _images(n_patients: int = 60, seed: int = 0) -> pd.DataFrame:
@@ -74,6 +77,7 @@ def test_linear_probe_leaves_the_backbone_untouched_and_its_head_plugs_into_the_
 
 
 def _sweep_cfg(cfg, **finetune):
+    finetune = {"tasks": ("abnormal",), **finetune}
     return replace(cfg, finetune=replace(cfg.finetune, inits=("random",), protocols=("linear", "full"),
                                          label_fractions=(0.5, 1.0), **finetune))
 
@@ -104,22 +108,45 @@ def test_sweep_writes_one_row_set_and_folder_per_run_beside_the_headline(tiny_cf
 
 
 def test_cross_validation_predicts_each_patient_once_from_a_model_that_never_saw_it(tiny_cfg):
-    cfg = replace(_sweep_cfg(tiny_cfg, cv=True), split=replace(tiny_cfg.split, n_folds=3))
+    # Both tasks: the other task's headline run and folds go to <init>-<task>[-cv<k>]/.
+    cfg = replace(_sweep_cfg(tiny_cfg, cv=True, tasks=("abnormal", "malignant")),
+                  split=replace(tiny_cfg.split, n_folds=3))
     cfg = replace(cfg, finetune=replace(cfg.finetune, protocols=()))  # the sweep is tested above
     index = pd.read_csv(run_prepare(cfg, workers=1) / "preprocessed.csv", keep_default_na=False)
     out = run_finetune(cfg)
     cv = pd.read_csv(out / "cv_predictions.csv")
-    test = cv[cv.split == "test"]
-    assert sorted(test.image_id) == sorted(index.image_id)  # every image tested exactly once
-    assert (test.fold == test.cv_fold).all()
-    for k, fold in cv.groupby("cv_fold"):
-        val_patients = set(fold.loc[fold.split == "val", "patient_id"])
-        assert val_patients.isdisjoint(fold.loc[fold.split == "test", "patient_id"])
-        train = cross_validation_split(index, k, 3)
-        train_patients = set(train.loc[train.split == "train", "patient_id"])
-        assert train_patients.isdisjoint(fold.patient_id)
-        assert (out / f"random-cv{k}" / "model.pt").exists()
-    assert not pd.read_csv(out / "predictions.csv").get("cv_fold", pd.Series(dtype=float)).notna().any()
+    assert set(cv.task) == {"abnormal", "malignant"}
+    for task, prefix in (("abnormal", "random"), ("malignant", "random-malignant")):
+        rows = cv[cv.task == task]
+        test = rows[rows.split == "test"]
+        assert sorted(test.image_id) == sorted(index.image_id)  # every image tested exactly once
+        assert (test.fold == test.cv_fold).all()
+        assert (test.label.to_numpy() == index.set_index("image_id").loc[test.image_id, task].to_numpy()).all()
+        for k, fold in rows.groupby("cv_fold"):
+            val_patients = set(fold.loc[fold.split == "val", "patient_id"])
+            assert val_patients.isdisjoint(fold.loc[fold.split == "test", "patient_id"])
+            train = cross_validation_split(index, k, 3)
+            train_patients = set(train.loc[train.split == "train", "patient_id"])
+            assert train_patients.isdisjoint(fold.patient_id)
+            assert (out / f"{prefix}-cv{k}" / "model.pt").exists()
+            assert not (out / f"{prefix}-cv{k}" / "checkpoints").exists()  # model.pt is the checkpoint
+    pred = pd.read_csv(out / "predictions.csv")
+    assert not pred.get("cv_fold", pd.Series(dtype=float)).notna().any()
+    head = pred[pred.headline]
+    assert set(zip(head.task, head.run, strict=True)) == {("abnormal", "random"), ("malignant", "random-malignant")}
+    assert (out / "random-malignant" / "model.pt").exists()
+
+    metrics = json.loads((run_evaluate(cfg) / "metrics.json").read_text())
+    assert list(metrics["tasks"]) == ["abnormal", "malignant"]
+    assert metrics["tasks"]["abnormal"]["models"] == metrics["models"]  # the main task, as before
+    for task, entry in metrics["tasks"].items():
+        test = head[(head.task == task) & (head.split == "test")]
+        assert entry["models"]["random"]["n_test_images"] == len(test)
+        assert entry["all_negative_accuracy"] == pytest.approx((test.label == 0).mean())
+        assert entry["cross_validation"]["random"]["each_patient_tested_once"]
+    table = claim_table(metrics)
+    assert "| malignant | random init | held-out test" in table and "| malignant | random init | 3-fold CV" in table
+    assert "0.967" in table
 
 
 def test_full_fractions_narrow_only_the_full_protocol_and_the_headline_is_one_cell(tiny_cfg):
