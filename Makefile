@@ -7,7 +7,7 @@ PROFILE ?= demo
 STAMP := $(VENV)/.installed
 TEST_DIR := $(CURDIR)/.test-runs
 
-.PHONY: demo test reproduce bench lint clean-test
+.PHONY: demo test reproduce publish bench lint clean-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(STAMP)
 ## reproduce: the five notebooks on DATASET at PROFILE, e.g. make reproduce DATASET=mias
 reproduce: $(STAMP)
 	$(BIN)/python -m mammo_utils reproduce --profile $(PROFILE) --dataset $(DATASET)
+
+## publish: copy runs/PROFILE-DATASET's report and figures to docs/results/ (small, committed)
+publish: $(STAMP)
+	$(BIN)/python -m mammo_utils publish --profile $(PROFILE) --dataset $(DATASET)
 
 ## test: unit tests, then every notebook under nbmake at the smoke profile (in a scratch runs folder)
 test: $(STAMP)

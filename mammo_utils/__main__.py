@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resamples", type=int, help="bootstrap resamples of patients (evaluate.bootstrap_resamples)")
     p = add("explain", "stage 05: Grad-CAM and localization scores")
     add("reproduce", "run the five notebooks in order with papermill, then print the results table")
+    p = add("publish", "copy a finished run's report.md and downscaled figures into docs/results/ (committable)")
+    p.add_argument("--to", dest="dest", help="destination folder (default docs/results/<profile>-<dataset>)")
     return parser
 
 
@@ -91,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             from .explain import run_explain
 
             out = run_explain(cfg)
+        elif args.command == "publish":
+            from .publish import publish_run
+
+            out = publish_run(cfg, Path(args.dest) if args.dest else None)
         else:
             from .reproduce import run_reproduce
 

@@ -149,6 +149,7 @@ def write_report(cfg: Config) -> Path:
     if loc_path.exists():
         parts += ["## Grad-CAM localization", "", localization_table(json.loads(loc_path.read_text())),
                   "", "Details and figures: `05_gradcam/`.", ""]
+    parts += _provenance(root)
     parts += ["## Files", ""]
     for stage in STAGES.values():
         folder = root / stage
@@ -158,6 +159,31 @@ def write_report(cfg: Config) -> Path:
     path = root / "report.md"
     atomic_write_text(path, "\n".join(parts) + "\n")
     return path
+
+
+def _provenance(root: Path) -> list[str]:
+    """Wall time per notebook (after ``reproduce``), machine, versions, seed, revision and the whole config."""
+    metrics_path = root / STAGES["evaluate"] / "metrics.json"
+    if not metrics_path.exists():
+        return []
+    m = json.loads(metrics_path.read_text())
+    hw = m.get("hardware") or {}
+    lines = ["## Provenance", ""]
+    timings_path = root / "notebooks" / "timings.json"
+    if timings_path.exists():
+        timings = json.loads(timings_path.read_text())
+        total = sum(timings.values())
+        lines.append(f"- Wall time: {total / 60:.1f} min (" + ", ".join(
+            f"{name.split('_')[0]} {seconds:.0f} s" for name, seconds in timings.items()) + ")")
+    machine = hw.get("cpu", m.get("processor", "?")) + (f", {hw['cpu_count']} cores" if hw.get("cpu_count") else "")
+    if hw.get("gpu"):
+        machine += f", GPU {hw['gpu']}"
+    lines += [f"- Machine: {machine}",
+              f"- git revision `{m.get('git_revision')}`, seed {m.get('seed')}",
+              "- Versions: " + ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items()), "",
+              "<details><summary>Configuration</summary>", "", "```json",
+              json.dumps(m.get("config", {}), indent=1), "```", "", "</details>", ""]
+    return lines
 
 
 def localization_table(loc: dict) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -53,6 +54,28 @@ def versions() -> dict[str, str]:
     return found
 
 
+def hardware() -> dict:
+    """CPU model and core count, and the GPU when one is used (for the report's "machine" line)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count()}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    except Exception:  # noqa: BLE001 -- provenance must never fail a run
+        pass
+    return info
+
+
 def provenance(cfg: Config) -> dict:
     return {"config": cfg.to_dict(), "seed": cfg.seed, "git_revision": git_revision(), "versions": versions(),
-            "machine": platform.machine(), "processor": platform.processor() or platform.machine()}
+            "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "hardware": hardware()}

@@ -7,7 +7,7 @@ from mammo_utils.errors import ConfigError
 def test_profiles_differ_and_synthetic_demo_is_smaller():
     smoke, demo = load_config("smoke", "synthetic"), load_config("demo", "synthetic")
     assert smoke.image_size_px < demo.image_size_px
-    assert load_config("demo", "mias").image_size_px == 224 and demo.image_size_px == 128
+    assert load_config("demo", "mias").image_size_px == 128 and demo.image_size_px == 128
     assert load_config("full", "mias").image_size_px == 512
     assert smoke.pretrain.epochs < demo.pretrain.epochs < load_config("full").pretrain.epochs
 

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from mammo_utils.__main__ import main
 from mammo_utils.cache import verify_cache
@@ -14,6 +15,11 @@ from mammo_utils.finetune import run_finetune
 from mammo_utils.paths import run_dir
 from mammo_utils.prepare import run_prepare
 from mammo_utils.pretrain import run_pretrain
+from mammo_utils.publish import publish_run
+
+
+def tiny_cfg_dir(cfg):
+    return run_dir(cfg).parent
 
 
 def test_missing_earlier_stage_names_what_to_run(tiny_cfg):
@@ -47,7 +53,17 @@ def test_stages_run_end_to_end_and_skip_when_unchanged(tiny_cfg):
         m = metrics["models"][init]["metrics"]["roc_auc"]
         assert m["low"] <= m["value"] <= m["high"]
     assert metrics["paper_claim"]["accuracy"] == 0.967 and metrics["versions"]["torch"]
-    assert "| simclr init" in (run_dir(tiny_cfg) / "report.md").read_text()
+    report = (run_dir(tiny_cfg) / "report.md").read_text()
+    assert "| simclr init" in report and "## Provenance" in report and '"pretrain"' in report
+
+    # publish: the report and downscaled figures only, links rewritten to the folder's own files
+    dest = publish_run(tiny_cfg, tiny_cfg_dir(tiny_cfg) / "published")
+    files = {p.name for p in dest.iterdir()}
+    assert {"report.md", "roc.png", "label_efficiency.png", "pretrain_curves.png"} <= files
+    assert all(name.endswith((".png", ".md")) for name in files)
+    text = (dest / "report.md").read_text()
+    assert "![roc.png](roc.png)" in text and "(label_efficiency.png)" in text
+    assert all(Image.open(dest / n).width <= 1400 for n in files if n.endswith(".png"))
 
 
 def test_cli_prints_one_line_not_a_traceback(capsys, tmp_path, monkeypatch):
@@ -58,6 +74,13 @@ def test_cli_prints_one_line_not_a_traceback(capsys, tmp_path, monkeypatch):
     assert "Traceback" not in err and len(err.splitlines()) == 1
     assert main(["pretrain", "--profile", "nope"]) == 2
     assert "Unknown profile 'nope'" in capsys.readouterr().err
+
+
+def test_publish_without_a_finished_run_says_what_to_run(tiny_cfg):
+    from mammo_utils.errors import MammoError
+
+    with pytest.raises(MammoError, match="reproduce --profile smoke --dataset synthetic"):
+        publish_run(tiny_cfg)
 
 
 def test_missing_runs_directory_is_named(tmp_path, capsys, monkeypatch):

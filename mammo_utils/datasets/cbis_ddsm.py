@@ -22,7 +22,6 @@ Without images, paths keep the CSVs' classic form and width/height are -1.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -33,7 +32,7 @@ import pandas as pd
 
 from .. import manifest
 from ..errors import DataError
-from .fetch import default_sources_dir
+from . import committed
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -209,21 +208,11 @@ def locate(cfg: Config) -> Path:
 
 def write_manifest(folder: Path, source_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write the committed manifest (seed 0, default split fractions, 5 folds) into ``folder``."""
-    from ..config import Config
-
-    images, lesions = build_manifest(source_root, Config())
-    manifest.save_manifest(Path(folder), images, lesions)
-    return images, lesions
+    return committed.write_manifest(build_manifest, folder, source_root)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-manifest", type=Path, required=True, help="folder for images.csv, lesions.csv")
-    parser.add_argument("--source", type=Path, default=None, help="folder holding the four CSVs")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    images, _ = write_manifest(args.write_manifest, args.source or default_sources_dir() / NAME)
-    log.info("wrote %d images to %s", len(images), args.write_manifest)
+    committed.main(build_manifest, NAME, __doc__.splitlines()[0], "folder holding the four CSVs", argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ manifest; ``fetch`` downloads/verifies/extracts the public archive.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
@@ -30,7 +29,8 @@ import pandas as pd
 from .. import manifest
 from ..errors import DataError
 from ..paths import atomic_write_json
-from .fetch import ExtractReport, default_sources_dir, download, extract_verified, read_sha256sums
+from . import committed
+from .fetch import ExtractReport, download, extract_verified, read_sha256sums
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -223,21 +223,11 @@ def locate(cfg: Config) -> Path:
 
 def write_manifest(folder: Path, source_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write the committed manifest (seed 0, default split fractions, 5 folds) into ``folder``."""
-    from ..config import Config
-
-    images, lesions = build_manifest(source_root, Config())
-    manifest.save_manifest(Path(folder), images, lesions)
-    return images, lesions
+    return committed.write_manifest(build_manifest, folder, source_root)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-manifest", type=Path, required=True, help="folder for images.csv, lesions.csv")
-    parser.add_argument("--source", type=Path, default=None, help="folder holding Info.txt")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    images, _ = write_manifest(args.write_manifest, args.source or default_sources_dir() / NAME)
-    log.info("wrote %d images to %s", len(images), args.write_manifest)
+    committed.main(build_manifest, NAME, __doc__.splitlines()[0], "folder holding Info.txt", argv)
 
 
 if __name__ == "__main__":
