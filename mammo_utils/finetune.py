@@ -142,6 +142,25 @@ def predict(model: Classifier, images: torch.Tensor, batch_size: int = 64, devic
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
+def training_parts(cfg: Config, model: Classifier, init: str, protocol: str,
+                   train: pd.DataFrame) -> tuple[FinetuneModule, DataLoader, int]:
+    """The Lightning module (class-weighted loss) and the augmented, seeded training loader of one run."""
+    f = cfg.finetune
+    n_pos = int(train[cfg.task].sum())
+    # A pretrained backbone moves slower than the new head so fine-tuning does not wash its features out; a
+    # random backbone has nothing to keep and trains at the head's rate.
+    factor = 1.0 if init == "random" else f.backbone_lr_factor
+    module = FinetuneModule(model, protocol, f.lr, factor, f.weight_decay, pos_weight=(len(train) - n_pos) / n_pos,
+                            channels_last=use_channels_last(cfg))
+    batch = min(f.batch_size, len(train))
+    loader = DataLoader(
+        CachedImages(train, cfg.task, finetune_transform(cfg.image_size_px, cfg.augment)), batch_size=batch,
+        sampler=EpochShuffle(len(train), cfg.seed), drop_last=len(train) > batch, num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+    )
+    return module, loader, batch
+
+
 def finetune_one(cfg: Config, index: pd.DataFrame, init: str, out: Path) -> pd.DataFrame:
     """Fine-tune from one initialisation; returns its validation and test predictions."""
     f = cfg.finetune
@@ -152,18 +171,8 @@ def finetune_one(cfg: Config, index: pd.DataFrame, init: str, out: Path) -> pd.D
     if n_pos == 0 or n_pos == len(train):
         raise DataError(f"The training split has only one class for task {cfg.task!r} ({n_pos}/{len(train)} "
                         "positive); use a larger label fraction or another task.")
-    model = Classifier(initial_backbone(cfg, init))
-    # A pretrained backbone moves slower than the new head so fine-tuning does not wash its features out; a
-    # random backbone has nothing to keep and trains at the head's rate.
-    factor = 1.0 if init == "random" else f.backbone_lr_factor
-    module = FinetuneModule(model, f.protocol, f.lr, factor, f.weight_decay,
-                            pos_weight=(len(train) - n_pos) / n_pos, channels_last=use_channels_last(cfg))
-    batch = min(f.batch_size, len(train))
-    train_loader = DataLoader(
-        CachedImages(train, cfg.task, finetune_transform(cfg.image_size_px, cfg.augment)), batch_size=batch,
-        sampler=EpochShuffle(len(train), cfg.seed), drop_last=len(train) > batch, num_workers=cfg.num_workers,
-        persistent_workers=cfg.num_workers > 0,
-    )
+    module, train_loader, batch = training_parts(cfg, Classifier(initial_backbone(cfg, init)), init, f.protocol,
+                                                 train)
     val_set = CachedImages(val, cfg.task)
     fresh_start(out)
     # Only the best epoch is kept: fine-tuning is short and restarts rather than resumes, so writing a 280 MB

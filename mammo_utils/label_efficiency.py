@@ -30,11 +30,9 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from sklearn.metrics import roc_auc_score
-from torch.utils.data import DataLoader
 
-from .augment import finetune_transform
 from .config import Config
-from .data import CachedImages, EpochShuffle
+from .data import CachedImages
 from .errors import DataError
 from .linear_probe import (
     autocast_dtype,
@@ -46,7 +44,7 @@ from .linear_probe import (
 from .manifest import subsample_patients
 from .models import Classifier, save_classifier
 from .paths import atomic_write_json, atomic_write_text
-from .training import resolve_precision, seed_everything, use_channels_last
+from .training import resolve_precision, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -136,24 +134,15 @@ def _steps_per_epoch(n: int, batch: int, limit: float | int) -> int:
 def full_run(cfg: Config, index: pd.DataFrame, init: str, backbone: torch.nn.Module, fraction: float,
              out: Path) -> tuple[pd.DataFrame, dict]:
     """Full fine-tuning of one sweep cell; returns its validation and test rows and its record."""
-    from .finetune import FinetuneModule, predict
+    from .finetune import predict, training_parts
 
     f = cfg.finetune
     seed_everything(cfg.seed)
     train = _train_subset(cfg, index, fraction)
     val, test = index[index.split == "val"], index[index.split == "test"]
     epochs = f.sweep_epochs or f.epochs
-    n_pos = int(train[cfg.task].sum())
-    factor = 1.0 if init == "random" else f.backbone_lr_factor  # as the headline run (finetune.finetune_one)
     # A fresh copy in train mode: the linear probe left the shared backbone in eval mode (frozen statistics).
-    module = FinetuneModule(Classifier(copy.deepcopy(backbone)).train(), "full", f.lr, factor, f.weight_decay,
-                            pos_weight=(len(train) - n_pos) / n_pos, channels_last=use_channels_last(cfg))
-    batch = min(f.batch_size, len(train))
-    loader = DataLoader(
-        CachedImages(train, cfg.task, finetune_transform(cfg.image_size_px, cfg.augment)), batch_size=batch,
-        sampler=EpochShuffle(len(train), cfg.seed), drop_last=len(train) > batch, num_workers=cfg.num_workers,
-        persistent_workers=cfg.num_workers > 0,
-    )
+    module, loader, batch = training_parts(cfg, Classifier(copy.deepcopy(backbone)).train(), init, "full", train)
     # Validate about as often, in optimisation steps, as the headline run does (once per epoch of the whole
     # training split), and always after the last epoch: model selection is equally fine at every fraction.
     n_all = int((index.split == "train").sum())

@@ -104,34 +104,35 @@ def _load(path: Path, arch: str, hint: str) -> dict:
     return payload
 
 
-def save_backbone(path: Path, backbone: nn.Module, meta: dict | None = None) -> Path:
-    """Write backbone weights (plain tensors only, loadable with ``weights_only=True``)."""
+def save_backbone(path: Path, backbone: nn.Module, meta: dict | None = None, arch: str = BACKBONE_ARCH) -> Path:
+    """Write a module's weights (plain tensors only, loadable with ``weights_only=True``) tagged with ``arch``."""
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
-    return _save(path, {"arch": BACKBONE_ARCH, "state_dict": state, "meta": meta or {}})
+    return _save(path, {"arch": arch, "state_dict": state, "meta": meta or {}})
+
+
+def _load_into(path: Path, arch: str, model: nn.Module, what: str, hint: str) -> dict:
+    """Load ``path``'s weights into ``model``; returns the payload's meta."""
+    payload = _load(path, arch, hint)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not fit {what}: {str(exc).splitlines()[0]}") from None
+    return dict(payload.get("meta", {}))
 
 
 def load_backbone(path: Path, hint: str = "") -> nn.Module:
     """Read a backbone written by :func:`save_backbone`; clear errors for missing, corrupt or foreign files."""
-    payload = _load(path, BACKBONE_ARCH, hint)
     backbone = resnet50_backbone()
-    try:
-        backbone.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path} does not fit a one-channel ResNet-50: {str(exc).splitlines()[0]}") from None
+    _load_into(path, BACKBONE_ARCH, backbone, "a one-channel ResNet-50", hint)
     return backbone
 
 
 def save_classifier(path: Path, model: Classifier, meta: dict | None = None) -> Path:
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return _save(path, {"arch": CLASSIFIER_ARCH, "state_dict": state, "meta": meta or {}})
+    return save_backbone(path, model, meta, arch=CLASSIFIER_ARCH)
 
 
 def load_classifier(path: Path, hint: str = "") -> tuple[Classifier, dict]:
     """Read a classifier written by :func:`save_classifier`; returns the model (eval mode) and its meta."""
-    payload = _load(path, CLASSIFIER_ARCH, hint)
     model = Classifier()
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path} does not fit the classifier: {str(exc).splitlines()[0]}") from None
-    return model.eval(), dict(payload.get("meta", {}))
+    meta = _load_into(path, CLASSIFIER_ARCH, model, "the classifier", hint)
+    return model.eval(), meta
