@@ -182,8 +182,25 @@ def _provenance(root: Path) -> list[str]:
               f"- git revision `{m.get('git_revision')}`, seed {m.get('seed')}",
               "- Versions: " + ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items()), "",
               "<details><summary>Configuration</summary>", "", "```json",
-              json.dumps(m.get("config", {}), indent=1), "```", "", "</details>", ""]
+              json.dumps(portable_paths(m.get("config", {})), indent=1), "```", "", "</details>", ""]
     return lines
+
+
+def portable_paths(config: dict) -> dict:
+    """The config with its folders (``*_dir``) relative to the project (outside it: ``…/`` and the last two
+    parts), so a report names no one's machine."""
+    import os
+
+    from .config import project_root
+
+    root = str(project_root())
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, str) and key.endswith("_dir") and os.path.isabs(value):
+            rel = os.path.relpath(value, root)
+            value = rel if not rel.startswith("..") else "…/" + "/".join(Path(value).parts[-2:])
+        out[key] = value
+    return out
 
 
 def localization_table(loc: dict) -> str:

@@ -64,6 +64,7 @@ def test_stages_run_end_to_end_and_skip_when_unchanged(tiny_cfg):
     text = (dest / "report.md").read_text()
     assert "![roc.png](roc.png)" in text and "(label_efficiency.png)" in text
     assert all(Image.open(dest / n).width <= 1400 for n in files if n.endswith(".png"))
+    assert str(tiny_cfg_dir(tiny_cfg).parent) not in text  # no machine paths in what gets committed
 
 
 def test_cli_prints_one_line_not_a_traceback(capsys, tmp_path, monkeypatch):
