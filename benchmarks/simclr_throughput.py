@@ -1,14 +1,19 @@
 """SimCLR training-step throughput: a plain fp32 loop (as lightly's SimCLR example writes it) against the
-project's default path (Lightning, bf16-mixed + channels_last where the hardware supports it), side by side in
-one run, plus the data loader's delivery rate. Prints image pairs per second and the ratios.
+project's default path (Lightning, bf16-mixed + channels_last where the hardware supports it, and on a CPU
+glibc's malloc told to keep freed memory, as ``run_pretrain`` does), side by side in one run, plus the data
+loader's delivery rate. Prints image pairs per second and the ratios.
 
-    python benchmarks/simclr_throughput.py [--sizes 224 128] [--batch 32] [--steps 4] [--device cpu|cuda]
+Each loop runs in a fresh Python process, so neither inherits the other's allocator state or warm caches.
+
+    python benchmarks/simclr_throughput.py [--sizes 224 128] [--batch 32] [--steps 6] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -23,7 +28,7 @@ from mammo_utils.config import load_config
 from mammo_utils.models import FEATURE_DIM, resnet50_backbone
 from mammo_utils.prepare import run_prepare
 from mammo_utils.pretrain import SimCLRModule, dataloaders, pretrain_index
-from mammo_utils.training import resolve_precision, use_channels_last
+from mammo_utils.training import cpu_speedups, resolve_precision, use_channels_last
 
 
 class RandomPairs(Dataset):
@@ -84,6 +89,7 @@ class _Timer(pl.Callback):
 def project_path(cfg, size: int, batch: int, steps: int, warmup: int) -> float:
     """The project's SimCLRModule under Lightning with the configured precision; pairs per second."""
     cfg = replace(cfg, image_size_px=size)
+    cpu_speedups(cfg)
     module = SimCLRModule(channels_last=use_channels_last(cfg), batch_size=batch, optimizer="sgd", lr=0.06)
     timer = _Timer(warmup)
     trainer = pl.Trainer(max_epochs=1, accelerator="gpu" if torch.cuda.is_available() else "cpu", devices=1,
@@ -117,20 +123,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 128])
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--one", choices=["plain", "project"], help=argparse.SUPPRESS)  # a child process
     args = parser.parse_args()
     os.environ.setdefault("MAMMO_PROGRESS", "0")
     tmp = tempfile.mkdtemp(prefix="mammo-bench-")
     cfg = load_config("demo", "synthetic", data_dir=f"{tmp}/data", runs_dir=f"{tmp}/runs",
                       overrides=["synthetic.n_patients=40"])
+    if args.one:
+        size = args.sizes[0]
+        rate = (plain_loop(size, args.batch, args.steps, args.warmup, args.device) if args.one == "plain"
+                else project_path(cfg, size, args.batch, args.steps, args.warmup))
+        print(f"RATE {rate}")
+        return
+
+    def child(which: str, size: int) -> float:
+        cmd = [sys.executable, __file__, "--one", which, "--sizes", str(size), "--batch", str(args.batch),
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        return float(next(line for line in out.splitlines() if line.startswith("RATE ")).split()[1])
+
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"project precision={resolve_precision(cfg)} channels_last={use_channels_last(cfg)} batch={args.batch}")
     print(f"{'size':>5} {'plain fp32':>12} {'project':>10} {'ratio':>7} {'loader':>10} {'loader/step':>12}  (image pairs/s)")
     for size in args.sizes:
-        plain = plain_loop(size, args.batch, args.steps, args.warmup, args.device)
-        ours = project_path(cfg, size, args.batch, args.steps, args.warmup)
+        plain = child("plain", size)
+        ours = child("project", size)
         feed = loader_rate(cfg, size, args.batch, batches=6)
         print(f"{size:>5} {plain:>12.1f} {ours:>10.1f} {ours / plain:>6.2f}x {feed:>10.1f} {feed / ours:>11.2f}x",
               flush=True)

@@ -36,6 +36,7 @@ from .errors import CheckpointError, DataError
 from .metrics import bootstrap_ci
 from .preprocess import Transform
 from .stage import is_done, mark_done, provenance
+from .training import cpu_speedups
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +284,7 @@ def run_explain(cfg: Config, force: bool = False) -> Path:
     images_df = pd.read_csv(paths.require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
     predictions = pd.read_csv(paths.require(cfg, "finetune", "predictions.csv"), keep_default_na=False)
     paths.stage_dir(cfg, "explain")
+    cpu_speedups(cfg)
     finetune_dir = paths.stage_dir(cfg, "finetune", create=False)
     inits = [i for i in cfg.finetune.inits if (finetune_dir / i / "model.pt").exists()]
     if not inits:

@@ -34,7 +34,14 @@ from .manifest import cross_validation_split, subsample_patients
 from .models import Classifier, load_backbone, resnet50_backbone, save_classifier
 from .paths import atomic_write_text, how_to_run, require, stage_dir
 from .stage import is_done, mark_done
-from .training import build_trainer, fresh_start, read_metrics, seed_everything, use_channels_last
+from .training import (
+    build_trainer,
+    cpu_speedups,
+    fresh_start,
+    read_metrics,
+    seed_everything,
+    use_channels_last,
+)
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +265,7 @@ def run_finetune(cfg: Config, force: bool = False) -> Path:
         return out
     index = pd.read_csv(require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
     stage_dir(cfg, "finetune")
+    cpu_speedups(cfg)
     predictions, histories, skipped, records, cv_rows = [], [], [], [], []
     for init in cfg.finetune.inits:
         start = time.perf_counter()

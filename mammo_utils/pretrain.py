@@ -34,7 +34,14 @@ from .data import CachedImages, EpochShuffle
 from .models import FEATURE_DIM, normalize, resnet50_backbone, save_backbone
 from .paths import require, stage_dir
 from .stage import is_done, mark_done
-from .training import build_trainer, fresh_start, read_metrics, seed_everything, use_channels_last
+from .training import (
+    build_trainer,
+    cpu_speedups,
+    fresh_start,
+    read_metrics,
+    seed_everything,
+    use_channels_last,
+)
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +194,7 @@ def run_pretrain(cfg: Config, resume: bool = False, force: bool = False, callbac
         return out
     index = pretrain_index(cfg)
     stage_dir(cfg, "pretrain")
+    cpu_speedups(cfg)
     seed_everything(cfg.seed)
     train_loader, monitor = dataloaders(cfg, index)
     module = build_module(cfg)
