@@ -139,21 +139,24 @@ def main() -> None:
         print(f"RATE {rate}")
         return
 
-    def child(which: str, size: int) -> float:
+    def child(which: str, size: int, **env: str) -> float:
         cmd = [sys.executable, __file__, "--one", which, "--sizes", str(size), "--batch", str(args.batch),
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **env}).stdout
         return float(next(line for line in out.splitlines() if line.startswith("RATE ")).split()[1])
 
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"project precision={resolve_precision(cfg)} channels_last={use_channels_last(cfg)} batch={args.batch}")
-    print(f"{'size':>5} {'plain fp32':>12} {'project':>10} {'ratio':>7} {'loader':>10} {'loader/step':>12}  (image pairs/s)")
+    # "without keep-freed" is the project's path with MAMMO_KEEP_FREED_MEMORY=0 (glibc's default malloc).
+    print(f"{'size':>5} {'plain fp32':>12} {'project':>10} {'ratio':>7} {'without keep-freed':>19} {'loader':>10} "
+          f"{'loader/step':>12}  (image pairs/s)")
     for size in args.sizes:
         plain = child("plain", size)
         ours = child("project", size)
+        default_malloc = child("project", size, MAMMO_KEEP_FREED_MEMORY="0")
         feed = loader_rate(cfg, size, args.batch, batches=6)
-        print(f"{size:>5} {plain:>12.1f} {ours:>10.1f} {ours / plain:>6.2f}x {feed:>10.1f} {feed / ours:>11.2f}x",
-              flush=True)
+        print(f"{size:>5} {plain:>12.1f} {ours:>10.1f} {ours / plain:>6.2f}x {default_malloc:>19.1f} {feed:>10.1f} "
+              f"{feed / ours:>11.2f}x", flush=True)
 
 
 if __name__ == "__main__":
