@@ -14,6 +14,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from .plots import init_color
 from .preprocess import Transform
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def plot_localization(result: dict, path: Path) -> Path:
     """Hit rate and energy inside per init and method, 95% CI bars, chance level as a dashed line."""
     inits = list(result.get("inits", {}))
     methods = list(result.get("methods", []))
-    palette = sns.color_palette("colorblind", max(1, len(inits)))
+    palette = [init_color(i) for i in inits]
     chance = result.get("chance_level", {}).get("estimate", float("nan"))
     with sns.axes_style("whitegrid"):
         fig = Figure(figsize=(9, 3.8))

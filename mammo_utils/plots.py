@@ -16,6 +16,17 @@ sns.set_theme(style="whitegrid", context="notebook")
 DPI = 120
 
 
+
+_INIT_ORDER = ("simclr", "random", "imagenet")
+
+
+def init_color(init: str):
+    """One colour per initialisation in every figure (colour-blind palette): SimCLR, random, ImageNet, others."""
+    palette = sns.color_palette("colorblind", 8)
+    name = str(init).split(",")[0].strip()
+    k = _INIT_ORDER.index(name) if name in _INIT_ORDER else 3 + sum(map(ord, name)) % 5
+    return palette[k]
+
 def _save(fig: plt.Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +110,8 @@ def embedding_scatter(xy: np.ndarray, labels: list[str], path: Path, title: str)
 def finetune_curves(history: pd.DataFrame, path: Path) -> Path:
     """Validation ROC AUC per epoch, one line per initialisation."""
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    sns.lineplot(data=history, x="epoch", y="val_auc", hue="init", marker="o", ax=ax)
+    sns.lineplot(data=history, x="epoch", y="val_auc", hue="init", marker="o", ax=ax,
+                 palette={i: init_color(i) for i in history["init"].unique()})
     ax.set(title="Fine-tuning: validation ROC AUC", ylim=(0, 1.02))
     return _save(fig, path)
 
@@ -107,11 +119,11 @@ def finetune_curves(history: pd.DataFrame, path: Path) -> Path:
 def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path, bands: dict | None = None) -> Path:
     """ROC curves; ``curves[name] = (fpr, tpr, auc)``; optional ``bands[name] = (grid, lo, hi)``."""
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
-    for i, (name, (fpr, tpr, auc)) in enumerate(curves.items()):
-        ax.plot(fpr, tpr, color=f"C{i}", label=f"{name} (AUC {auc:.3f})")
+    for name, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, color=init_color(name), label=f"{name} (AUC {auc:.3f})")
         if bands and name in bands:
             grid, lo, hi = bands[name]
-            ax.fill_between(grid, lo, hi, color=f"C{i}", alpha=0.15)
+            ax.fill_between(grid, lo, hi, color=init_color(name), alpha=0.15)
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC, held-out test split", xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="lower right", fontsize=8)
@@ -141,7 +153,7 @@ def label_efficiency(df: pd.DataFrame, path: Path, metric: str = "roc_auc") -> P
     fig, ax = plt.subplots(figsize=(6.2, 4.2))
     inits = sorted(df["init"].unique())
     protocols = sorted(df["protocol"].unique())
-    colors = dict(zip(inits, sns.color_palette("colorblind", len(inits)), strict=True))
+    colors = {init: init_color(init) for init in inits}
     styles = {"full": ("-", "o"), "linear": ("--", "s")}
     n = len(inits) * len(protocols)
     for j, (init, protocol) in enumerate((i, p) for i in inits for p in protocols):
@@ -177,7 +189,7 @@ def by_density(df: pd.DataFrame, path: Path, metrics: tuple[str, ...] = ("roc_au
     inits = list(dict.fromkeys(df["init"]))
     densities = sorted(df["density"].unique())
     width = 0.8 / max(len(inits), 1)
-    palette = sns.color_palette("colorblind", len(inits))
+    palette = [init_color(i) for i in inits]
     for ax, metric in zip(axes.ravel(), metrics, strict=True):
         d = df[df["metric"] == metric]
         for i, init in enumerate(inits):
