@@ -324,19 +324,31 @@ def run_explain(cfg: Config, force: bool = False) -> Path:
         "inits": {},
     }
     per_image: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    # CAMs of every test image: the outcome grid needs images without lesions too.
     x = torch.from_numpy(arrays[:, None])
+    # CAMs only where something reads them: images with a lesion (scores, overlays), the ROAD sample and, for
+    # Grad-CAM, the outcome grid's images. The other maps stay zero and are never used.
+    scored = sorted(set(with_lesion) | set(road_idx))
     progress = tqdm(total=len(inits) * len(METHODS), desc="stage 05 CAMs", disable=None)
     for init in inits:
         model, _ = load_classifier(finetune_dir / init / "model.pt", hint=paths.how_to_run(cfg, "finetune"))
         model = model.to(device)
         preds = _test_predictions(cfg, predictions, init).reindex(test["image_id"])
         threshold = _threshold(cfg, init)
+        prob = preds["probability"].to_numpy(dtype=np.float64)
+        # The task's label as stage 03 wrote it; the manifest's column where an image has no prediction.
+        labels = pd.to_numeric(preds["label"], errors="coerce").to_numpy()
+        if cfg.task in test:
+            labels = np.where(np.isfinite(labels), labels, pd.to_numeric(test[cfg.task], errors="coerce"))
+        grid = figures.outcome_grid_indices(labels, prob, threshold) if np.isfinite(prob).any() else []
         entry: dict = {"threshold": threshold, "methods": {}}
         per_image[init] = {}
         cams_by_method: dict[str, np.ndarray] = {}
         for method in METHODS:
-            cams = compute_cams(model, x, method, batch_size=cfg.finetune.batch_size, device=device)
+            needed = sorted(set(scored) | (set(grid) if method == "gradcam" else set()))
+            cams = np.zeros(arrays.shape, dtype=np.float32)
+            if needed:
+                cams[needed] = compute_cams(model, x[needed], method, batch_size=cfg.finetune.batch_size,
+                                            device=device)
             cams_by_method[method] = cams
             hits = np.array([pointing_game(cams[i], lesions[i]) for i in with_lesion], dtype=np.float64)
             energy = np.array([energy_inside(cams[i], lesions[i]) for i in with_lesion], dtype=np.float64)
@@ -358,11 +370,6 @@ def run_explain(cfg: Config, force: bool = False) -> Path:
         result["inits"][init] = entry
         figures.plot_overlays(arrays, cams_by_method, lesions, overlay_idx, test["image_id"].tolist(),
                               out_dir / f"overlays_{init}.png", title=f"{init} classifier")
-        prob = preds["probability"].to_numpy(dtype=np.float64)
-        # The task's label as stage 03 wrote it; the manifest's column where an image has no prediction.
-        labels = pd.to_numeric(preds["label"], errors="coerce").to_numpy()
-        if cfg.task in test:
-            labels = np.where(np.isfinite(labels), labels, pd.to_numeric(test[cfg.task], errors="coerce"))
         if np.isfinite(prob).any():
             figures.plot_outcome_grid(arrays, cams_by_method["gradcam"], lesions, labels, prob, threshold,
                                       test["image_id"].tolist(), out_dir / f"outcome_grid_{init}.png",

@@ -85,6 +85,32 @@ def plot_overlays(
     return _save(fig, path)
 
 
+def outcome_groups(labels: np.ndarray, probabilities: np.ndarray, threshold: float,
+                   per_outcome: int = 4) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Masks of the TP / FP / FN / TN images, and the ``per_outcome`` most confident of each (the grid's cells)."""
+    prob = np.asarray(probabilities, dtype=np.float64)
+    label = np.nan_to_num(np.asarray(labels, dtype=np.float64), nan=-1).astype(int)  # -1: unknown
+    known = np.isfinite(prob)
+    pred = prob >= threshold
+    groups = {
+        "TP": known & pred & (label == 1), "FP": known & pred & (label == 0),
+        "FN": known & ~pred & (label == 1), "TN": known & ~pred & (label == 0),
+    }
+    picked = {}
+    for name in OUTCOMES:
+        idx = np.flatnonzero(groups[name])
+        # The most confident mistakes and successes are the instructive ones.
+        picked[name] = idx[np.argsort(-np.abs(prob[idx] - threshold), kind="stable")][:per_outcome]
+    return groups, picked
+
+
+def outcome_grid_indices(labels: np.ndarray, probabilities: np.ndarray, threshold: float,
+                         per_outcome: int = 4) -> list[int]:
+    """The images the outcome grid shows."""
+    _, picked = outcome_groups(labels, probabilities, threshold, per_outcome)
+    return sorted(int(i) for idx in picked.values() for i in idx)
+
+
 def plot_outcome_grid(
     arrays: np.ndarray,
     cams: np.ndarray,
@@ -97,21 +123,15 @@ def plot_outcome_grid(
     title: str = "",
     per_outcome: int = 4,
 ) -> Path:
-    """Rows of true positives, false positives, false negatives and true negatives (highest confidence first)."""
+    """Rows of true positives, false positives, false negatives and true negatives (highest confidence first).
+
+    Only the images :func:`outcome_grid_indices` picks are drawn, so only their ``cams`` need to be computed."""
     prob = np.asarray(probabilities, dtype=np.float64)
-    label = np.nan_to_num(np.asarray(labels, dtype=np.float64), nan=-1).astype(int)  # -1: unknown
-    known = np.isfinite(prob)
-    pred = prob >= threshold
-    groups = {
-        "TP": known & pred & (label == 1), "FP": known & pred & (label == 0),
-        "FN": known & ~pred & (label == 1), "TN": known & ~pred & (label == 0),
-    }
+    groups, picked = outcome_groups(labels, prob, threshold, per_outcome)
     fig = Figure(figsize=(2.2 * per_outcome, 2.3 * len(OUTCOMES) + 0.4), layout="compressed")
     axes = fig.subplots(len(OUTCOMES), per_outcome, squeeze=False)
     for r, name in enumerate(OUTCOMES):
-        idx = np.flatnonzero(groups[name])
-        # The most confident mistakes and successes are the instructive ones.
-        idx = idx[np.argsort(-np.abs(prob[idx] - threshold), kind="stable")][:per_outcome]
+        idx = picked[name]
         for c in range(per_outcome):
             ax = axes[r, c]
             if c < len(idx):
