@@ -111,6 +111,7 @@ def evaluate_cross_validation(cv: pd.DataFrame, cfg: Config) -> dict:
             "n_folds": len(folds),
             "n_test_patients": int(pooled.patient_id.nunique()),
             "each_patient_tested_once": bool(pooled.groupby("patient_id")["cv_fold"].nunique().max() == 1),
+            "all_negative_accuracy": float((pooled["label"].astype(int) == 0).mean()),
             "threshold_rule": "Youden's J on each fold's validation fold, applied to that fold's test fold",
             "pooled": metrics_with_ci(pooled, None, cfg.evaluate.bootstrap_resamples, cfg.evaluate.ci_level,
                                       cfg.seed),

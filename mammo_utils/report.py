@@ -82,8 +82,10 @@ def claim_table(metrics: dict) -> str:
                          + " | ".join(_fmt(m["metrics"].get(k)) for k in CLAIM_METRICS) + f" | {floor} |")
         cv = entry.get("cross_validation") or {}
         for init, m in ({} if "skipped" in cv else cv).items():
+            cv_floor = m.get("all_negative_accuracy")
             lines.append(f"| {task} | {init} init | {m['n_folds']}-fold CV, {m['n_test_patients']} women | "
-                         + " | ".join(_fmt(m["pooled"].get(k)) for k in CLAIM_METRICS) + " | |")
+                         + " | ".join(_fmt(m["pooled"].get(k)) for k in CLAIM_METRICS)
+                         + f" | {'' if cv_floor is None else f'{cv_floor:.3f}'} |")
     claim = metrics.get("paper_claim") or {}
     if claim:
         lines.append(f"| not stated | paper ({claim['source'].split(',')[0]}) | INbreast and MIAS, split not stated | "

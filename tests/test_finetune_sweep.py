@@ -144,6 +144,8 @@ def test_cross_validation_predicts_each_patient_once_from_a_model_that_never_saw
         assert entry["models"]["random"]["n_test_images"] == len(test)
         assert entry["all_negative_accuracy"] == pytest.approx((test.label == 0).mean())
         assert entry["cross_validation"]["random"]["each_patient_tested_once"]
+        pooled = cv[(cv.task == task) & (cv.split == "test")]
+        assert entry["cross_validation"]["random"]["all_negative_accuracy"] == pytest.approx((pooled.label == 0).mean())
     table = claim_table(metrics)
     assert "| malignant | random init | held-out test" in table and "| malignant | random init | 3-fold CV" in table
     assert "0.967" in table
