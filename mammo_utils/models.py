@@ -38,6 +38,41 @@ def imagenet_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
+def _inplace_is_slow(t: torch.Tensor) -> bool:
+    return t.dtype == torch.bfloat16 and t.device.type == "cpu"
+
+
+class ReLU(nn.ReLU):
+    """``nn.ReLU(inplace=True)``, except on bf16 CPU tensors, where the out-of-place kernel is faster.
+
+    In-place element-wise kernels on bf16 CPU tensors run about 2.5x slower than out-of-place ones (PyTorch
+    2.14; ``benchmarks/inplace_bf16.py`` measures it), and under bf16 autocast every activation is bf16. On
+    fp32 the in-place kernel is the faster one, so it is kept there (and on GPUs, as torchvision does).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) if _inplace_is_slow(x) else torch.relu_(x)
+
+
+class Bottleneck(torchvision.models.resnet.Bottleneck):
+    """torchvision's ResNet-50 block, with the residual add out of place on bf16 CPU tensors (see :class:`ReLU`).
+
+    Same parameters, same outputs; state dicts are interchangeable with ``torchvision.models.resnet50``.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.relu = ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out = out + identity if _inplace_is_slow(out) else out.add_(identity)
+        return self.relu(out)
+
+
 def resnet50_backbone(init: str = "random") -> nn.Module:
     """A torchvision ResNet-50 with a one-channel first convolution and no classification layer.
 
@@ -47,7 +82,9 @@ def resnet50_backbone(init: str = "random") -> nn.Module:
     Returns:
         A module mapping (B, 1, H, W) to (B, 2048) features. ``layer4[-1]`` is the Grad-CAM target layer.
     """
-    net = torchvision.models.resnet50(weights=None)
+    # torchvision.models.resnet50(weights=None), built with the block above.
+    net = torchvision.models.resnet.ResNet(Bottleneck, [3, 4, 6, 3])
+    net.relu = ReLU()
     if init == "imagenet":
         path = imagenet_weights_path()
         if not path.exists():

@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torchvision
 
 from mammo_utils.errors import CheckpointError, MammoError
 from mammo_utils.models import (
@@ -19,6 +20,29 @@ def test_one_channel_backbone_and_classifier_shapes():
     with torch.no_grad():
         assert model(torch.rand(2, 1, 32, 32)).shape == (2, 1)
         assert model.backbone(torch.rand(2, 1, 32, 32)).shape == (2, 2048)
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
+def test_backbone_matches_torchvision_resnet50(bf16):
+    """The project's block (out-of-place on bf16 CPU tensors) is torchvision's ResNet-50, weights and outputs."""
+    torch.manual_seed(0)
+    ours = resnet50_backbone()
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet50(weights=None)
+    ref.conv1, ref.fc = ours.conv1, torch.nn.Identity()
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in ours.state_dict().items())
+    x = torch.rand(2, 1, 64, 64, requires_grad=True)
+    results = []
+    for model in (ours, ref):
+        model.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+        (grad,) = torch.autograd.grad(out.float().square().sum(), x)
+        results.append((out, grad))
+    assert results[0][0].dtype == (torch.bfloat16 if bf16 else torch.float32)
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])
 
 
 def test_checkpoints_round_trip_with_weights_only(tmp_path):
