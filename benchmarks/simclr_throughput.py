@@ -182,5 +182,6 @@ def _run(args, tmp: str) -> None:
         summary.append(f"{size} px: median ratio {statistics.median(ratios):.2f}x over {len(ratios)} round(s)")
     print("\n".join(summary))
 
+
 if __name__ == "__main__":
     main()

@@ -45,7 +45,7 @@ def _inplace_is_slow(t: torch.Tensor) -> bool:
 class ReLU(nn.ReLU):
     """``nn.ReLU(inplace=True)``, except on bf16 CPU tensors, where the out-of-place kernel is faster.
 
-    In-place element-wise kernels on bf16 CPU tensors run about 2.5x slower than out-of-place ones (PyTorch
+    In-place element-wise kernels on bf16 CPU tensors run 2.0-2.5x slower than out-of-place ones (PyTorch
     2.14; ``benchmarks/inplace_bf16.py`` measures it), and under bf16 autocast every activation is bf16. On
     fp32 the in-place kernel is the faster one, so it is kept there (and on GPUs, as torchvision does).
     """
