@@ -1,12 +1,15 @@
-"""In-place against out-of-place element-wise kernels on the CPU, and what the difference costs a SimCLR step.
+"""Element-wise kernels on bf16 CPU tensors, and what choosing among them is worth to a SimCLR step.
 
-Why ``mammo_utils.models`` runs ReLU and the residual add out of place on bf16 CPU tensors. Prints
+Why ``mammo_utils.models`` runs ReLU as an integer clamp, and the residual add and the gradient sum at each
+block's input out of place, on bf16 CPU tensors. Prints
 
-1. milliseconds per call of ``relu`` / ``relu_`` and ``add`` / ``add_`` on a (32, 256, 56, 56) channels_last
-   tensor (layer1 of ResNet-50 at 224 px, batch 32), in fp32 and in bf16, with glibc's malloc keeping freed
-   memory as the training stages do (``mammo_utils.training.keep_freed_memory``);
+1. milliseconds per call on a (32, 256, 56, 56) channels_last tensor (layer1 of ResNet-50 at 224 px, batch 32),
+   in fp32 and in bf16, with glibc's malloc keeping freed memory as the training stages do
+   (``mammo_utils.training.keep_freed_memory``): ``relu`` / ``relu_`` / ReLU on the int16 view of the bits,
+   ReLU's backward (``threshold_backward``) on the values and on the bits, ``add`` / ``add_`` (autograd sums
+   the gradients of a tensor used twice with ``add_``);
 2. image pairs per second of the SimCLR training step (bf16 autocast, channels_last, SGD) with torchvision's
-   ResNet-50 block (in place) and with the project's block, alternating, each run in a fresh process.
+   ResNet-50 and with the project's, alternating, each run in a fresh process.
 
     python benchmarks/inplace_bf16.py [--size 224] [--batch 32] [--steps 5] [--rounds 2]
 """
@@ -39,29 +42,61 @@ def _ms(fn, repeats: int = 7) -> float:
     return 1e3 * statistics.median(times)
 
 
+def _kernel_row(dtype: torch.dtype, shape: tuple[int, ...]) -> list[float | None]:
+    x = torch.randn(shape).to(dtype).contiguous(memory_format=torch.channels_last)
+    y, out, relu_out = torch.randn_like(x), x.clone(), torch.relu(x)
+    bits = dtype == torch.bfloat16  # the int16 view of a bf16 tensor's bits
+    x16, y16, relu16 = (t.view(torch.int16) for t in (x, y, relu_out)) if bits else (None, None, None)
+    ops = [
+        lambda: torch.relu(x),
+        out.relu_,
+        (lambda: x16.clamp_min(0)) if bits else None,
+        lambda: torch.ops.aten.threshold_backward(y, relu_out, 0),
+        (lambda: torch.ops.aten.threshold_backward(y16, relu16, 0)) if bits else None,
+        lambda: torch.add(x, y),
+        lambda: out.add_(y),
+    ]
+    return [_ms(op) if op else None for op in ops]
+
+
 def kernels() -> None:
     shape = (32, 256, 56, 56)
     print(f"element-wise kernels on {shape}, channels_last (ms per call, median of 7)")
-    print(f"{'dtype':>9} {'relu':>7} {'relu_':>7} {'add':>7} {'add_':>7}")
+    names = ("relu", "relu_", "relu bits", "relu bwd", "bwd bits", "add", "add_")
+    print(f"{'dtype':>9} " + " ".join(f"{n:>9}" for n in names))
     for dtype in (torch.float32, torch.bfloat16):
-        x = torch.randn(shape).to(dtype).contiguous(memory_format=torch.channels_last)
-        y, out = torch.randn_like(x), x.clone()
-        ops = (lambda: torch.relu(x), out.relu_, lambda: torch.add(x, y), lambda: out.add_(y))  # noqa: B023
-        row = [_ms(op) for op in ops]
-        print(f"{str(dtype).removeprefix('torch.'):>9} " + " ".join(f"{v:>7.1f}" for v in row), flush=True)
+        row = [f"{v:>9.1f}" if v is not None else f"{'-':>9}" for v in _kernel_row(dtype, shape)]
+        print(f"{str(dtype).removeprefix('torch.'):>9} " + " ".join(row), flush=True)
 
 
-def step_rate(block: str, size: int, batch: int, steps: int) -> float:
-    """SimCLR step under bf16 autocast + channels_last; ``block`` is ``torchvision`` or ``project``."""
-    keep_freed_memory()
-    if block == "torchvision":
+VARIANTS = {
+    "torchvision": "torchvision's ResNet-50 (in-place ReLU, residual add and gradient sums)",
+    "project": "mammo_utils.models.resnet50_backbone",
+    "no-fork": "project, but autograd's in-place gradient sum at each block input",
+    "no-bits": "project, but PyTorch's bf16 ReLU kernels (out of place)",
+}
+
+
+def _backbone(variant: str) -> torch.nn.Module:
+    """The ResNet-50 of ``variant``; the ablations undo one of the project's changes each."""
+    from mammo_utils import models
+
+    if variant == "torchvision":
         resnet = torchvision.models.resnet50()
         resnet.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
         resnet.fc = torch.nn.Identity()
-        backbone = resnet
-    else:
-        backbone = resnet50_backbone()
-    model = torch.nn.Sequential(backbone, SimCLRProjectionHead(FEATURE_DIM, 2048, 128))
+        return resnet
+    if variant == "no-fork":
+        models._Fork.apply = staticmethod(lambda x: (x, x))
+    elif variant == "no-bits":
+        models._ReLUBf16.apply = staticmethod(torch.relu)
+    return resnet50_backbone()
+
+
+def step_rate(variant: str, size: int, batch: int, steps: int) -> float:
+    """SimCLR step under bf16 autocast + channels_last with the backbone of ``variant``; pairs per second."""
+    keep_freed_memory()
+    model = torch.nn.Sequential(_backbone(variant), SimCLRProjectionHead(FEATURE_DIM, 2048, 128))
     model = model.to(memory_format=torch.channels_last)
     criterion = NTXentLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9)
@@ -88,7 +123,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--one", choices=["torchvision", "project"], help=argparse.SUPPRESS)  # a child process
+    parser.add_argument("--ablations", nargs="*", choices=list(VARIANTS)[2:], default=list(VARIANTS)[2:],
+                        help="project variants to time beside torchvision's and the project's ResNet-50")
+    parser.add_argument("--one", choices=list(VARIANTS), help=argparse.SUPPRESS)  # a child process
     args = parser.parse_args()
     if args.one:
         print(f"RATE {step_rate(args.one, args.size, args.batch, args.steps)}")
@@ -96,21 +133,30 @@ def main() -> None:
     keep_freed_memory()  # as the project's training stages run: no page faults from out-of-place allocations
     kernels()
 
-    def child(block: str) -> float:
-        cmd = [sys.executable, __file__, "--one", block, "--size", str(args.size), "--batch", str(args.batch),
+    def child(variant: str) -> float:
+        cmd = [sys.executable, __file__, "--one", variant, "--size", str(args.size), "--batch", str(args.batch),
                "--steps", str(args.steps)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         return float(next(line for line in out.splitlines() if line.startswith("RATE ")).split()[1])
 
+    variants = ["torchvision", "project"] + list(args.ablations)
     print(f"\nSimCLR step, bf16 autocast + channels_last, {args.size} px, batch {args.batch} (image pairs/s)")
-    print(f"{'round':>5} {'torchvision block':>18} {'project block':>14} {'ratio':>7}")
-    ratios = []
+    for v in variants:
+        print(f"  {v:>12}: {VARIANTS[v]}")
+    print(f"{'round':>5} " + " ".join(f"{v:>12}" for v in variants) + f" {'project/torchvision':>20}"
+          + "".join(f" {'project/' + v:>20}" for v in variants[2:]))
+    ratios: dict[str, list[float]] = {v: [] for v in variants[1:]}
     for r in range(args.rounds):
-        stock, ours = child("torchvision"), child("project")
-        ratios.append(ours / stock)
-        print(f"{r + 1:>5} {stock:>18.2f} {ours:>14.2f} {ours / stock:>6.2f}x", flush=True)
-    if ratios:
-        print(f"median ratio {statistics.median(ratios):.2f}x")
+        rates = {v: child(v) for v in variants}
+        base = {"project": rates["torchvision"], **{v: rates[v] for v in variants[2:]}}
+        cells = []
+        for v, b in base.items():
+            ratios[v].append(rates["project"] / b)
+            cells.append(f"{rates['project'] / b:>19.2f}x")
+        print(f"{r + 1:>5} " + " ".join(f"{rates[v]:>12.2f}" for v in variants) + " " + " ".join(cells), flush=True)
+    if args.rounds:
+        names = {v: "project/" + ("torchvision" if v == "project" else v) for v in ratios}
+        print("median: " + ", ".join(f"{names[v]} {statistics.median(x):.2f}x" for v, x in ratios.items()))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ def test_one_channel_backbone_and_classifier_shapes():
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
 def test_backbone_matches_torchvision_resnet50(bf16):
-    """The project's block (out-of-place on bf16 CPU tensors) is torchvision's ResNet-50, weights and outputs."""
+    """The project's ResNet-50 (integer ReLU, out-of-place residual add and gradient sum on bf16 CPU tensors) is
+    torchvision's: same weights, bit-identical outputs and gradients."""
     torch.manual_seed(0)
     ours = resnet50_backbone()
     torch.manual_seed(0)
@@ -38,11 +39,33 @@ def test_backbone_matches_torchvision_resnet50(bf16):
         model.train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model(x)
-        (grad,) = torch.autograd.grad(out.float().square().sum(), x)
-        results.append((out, grad))
+        params = list(model.parameters())
+        grad, *param_grads = torch.autograd.grad(out.float().square().sum(), [x, *params])
+        results.append((out, grad, param_grads))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            results[-1] += (model.eval()(x),)
     assert results[0][0].dtype == (torch.bfloat16 if bf16 else torch.float32)
     assert torch.equal(results[0][0], results[1][0])
     assert torch.equal(results[0][1], results[1][1])
+    assert all(torch.equal(a, b) for a, b in zip(results[0][2], results[1][2], strict=True))
+    assert torch.equal(results[0][3], results[1][3])
+
+
+def test_bf16_relu_matches_torch_relu_on_edge_values():
+    from mammo_utils.models import ReLU
+
+    values = [0.0, -0.0, 1e-40, -1e-40, 1.5, -1.5, 3e38, -3e38, float("inf"), float("-inf"), float("nan")]
+    x = torch.tensor(values + torch.randn(1000).tolist(), dtype=torch.bfloat16).reshape(-1, 1, 1, 1)
+    x = x.expand(-1, 3, 2, 2).contiguous(memory_format=torch.channels_last).requires_grad_()
+    grad_out = torch.randn(x.shape).to(torch.bfloat16)
+    outputs, grads = [], []
+    for fn in (ReLU(), torch.nn.ReLU()):
+        out = fn(x)
+        outputs.append(out)
+        grads.append(torch.autograd.grad(out, x, grad_out)[0])
+    assert outputs[0].dtype == torch.bfloat16 and outputs[0].is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(outputs[0], outputs[1], rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(grads[0], grads[1])
 
 
 def test_checkpoints_round_trip_with_weights_only(tmp_path):
