@@ -47,9 +47,9 @@ class _ReLUBf16(torch.autograd.Function):
 
     A bf16 number with its sign bit set is a negative int16, so ``max(bits, 0)`` is ReLU (-0.0 becomes +0.0,
     and so does a NaN with its sign bit set). PyTorch's bf16 kernels widen every element to fp32 and back;
-    the int16 ones do not (per call on layer1 of ResNet-50 at 224 px: forward 2.6x, backward 1.6x faster;
-    ``benchmarks/inplace_bf16.py``). The backward passes the
-    gradient where the output's bits are positive, which is where the output is above zero.
+    the int16 ones do not (per call on layer1 of ResNet-50 at 224 px: forward 1.7-2.6x, backward 1.6x faster;
+    ``benchmarks/inplace_bf16.py``). The backward passes the gradient where the output's bits are positive,
+    which is where the output is above zero.
     """
 
     @staticmethod
