@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .config import show_progress
 from .errors import DataError, MammoError
 from .paths import atomic_write_bytes, atomic_write_json
 from .preprocess import PREPROCESS_VERSION, Transform, lesion_mask, preprocess_image
@@ -107,7 +108,8 @@ def cache_images(
             for r in images.itertuples()]
     workers = workers or os.cpu_count() or 1
     errors: list[tuple[str, str]] = []
-    progress = tqdm(total=len(jobs), desc=f"preprocess {dataset} @{size_px}px", unit="img")
+    progress = tqdm(total=len(jobs), desc=f"preprocess {dataset} @{size_px}px", unit="img",
+                    disable=not show_progress())
     if workers > 1 and len(jobs) > 8:
         with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread) as pool:
             for image_id, err in pool.map(_process_one, jobs, chunksize=4):

@@ -271,6 +271,11 @@ def _apply_override(cfg: Config, key: str, value: str) -> Config:
     return replace(cfg, **{parts[0]: new_section})
 
 
+def show_progress() -> bool:
+    """Progress bars are drawn unless ``MAMMO_PROGRESS=0`` (the tests and benchmarks set it)."""
+    return os.environ.get("MAMMO_PROGRESS", "1") != "0"
+
+
 def load_config(
     profile: str | None = None,
     dataset: str | None = None,

@@ -31,7 +31,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from . import paths
-from .config import Config
+from .config import Config, show_progress
 from .errors import CheckpointError, DataError
 from .metrics import bootstrap_ci
 from .preprocess import Transform
@@ -328,7 +328,8 @@ def run_explain(cfg: Config, force: bool = False) -> Path:
     # CAMs only where something reads them: images with a lesion (scores, overlays), the ROAD sample and, for
     # Grad-CAM, the outcome grid's images. The other maps stay zero and are never used.
     scored = sorted(set(with_lesion) | set(road_idx))
-    progress = tqdm(total=len(inits) * len(METHODS), desc="stage 05 CAMs", disable=None)
+    progress = tqdm(total=len(inits) * len(METHODS), desc="stage 05 CAMs",
+                    disable=None if show_progress() else True)
     for init in inits:
         model, _ = load_classifier(finetune_dir / init / "model.pt", hint=paths.how_to_run(cfg, "finetune"))
         model = model.to(device)

@@ -12,7 +12,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-from .config import Config
+from .config import Config, show_progress
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def build_trainer(
         log_every_n_steps=1,
         deterministic=deterministic,
         enable_model_summary=False,
-        enable_progress_bar=os.environ.get("MAMMO_PROGRESS", "1") != "0",
+        enable_progress_bar=show_progress(),
     )
     return trainer, checkpoint
 

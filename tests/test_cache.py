@@ -63,3 +63,11 @@ def test_bad_file_stops_unless_keep_going_and_is_listed(tmp_path):
     index, skipped = cache_images(images, pd.DataFrame(), root, tmp_path / "cache", 32, workers=1, keep_going=True)
     assert [i for i, _ in skipped] == ["im2"] and "im2.png" in skipped[0][1]
     assert sorted(index.image_id) == ["im0", "im1", "im3"]  # what was cached before the error is kept
+
+
+@pytest.mark.parametrize("setting", ["0", "1"])
+def test_progress_bar_follows_mammo_progress(tmp_path, monkeypatch, capsys, setting):
+    monkeypatch.setenv("MAMMO_PROGRESS", setting)
+    root, images = _dataset(tmp_path, n=2)
+    cache_images(images, pd.DataFrame(), root, tmp_path / "cache", 32, workers=1)
+    assert ("preprocess t @32px" in capsys.readouterr().err) == (setting == "1")

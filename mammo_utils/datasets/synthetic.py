@@ -10,7 +10,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..config import Config
+from ..config import Config, show_progress
 from ..manifest import IMAGE_COLUMNS, LESION_COLUMNS, assign_splits
 from ..paths import atomic_write_bytes, atomic_write_json
 from ..synthetic import generate_patient
@@ -46,7 +46,7 @@ def locate(cfg: Config) -> Path:
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
     images, lesions = [], []
-    for index in tqdm(range(s.n_patients), desc="synthetic patients", unit="patient"):
+    for index in tqdm(range(s.n_patients), desc="synthetic patients", unit="patient", disable=not show_progress()):
         patient = generate_patient(cfg.seed, index, s.size_px, s.abnormal_fraction)
         for image_id, img in patient.images:
             path = f"images/{image_id}.png"
