@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from . import paths
 from .config import Config, show_progress
 from .errors import CheckpointError, DataError
+from .evaluate import headline_predictions
 from .metrics import bootstrap_ci
 from .preprocess import Transform
 from .stage import is_done, mark_done, provenance
@@ -240,10 +241,8 @@ def _threshold(cfg: Config, init: str) -> float:
 def _test_predictions(cfg: Config, predictions: pd.DataFrame, init: str) -> pd.DataFrame:
     """Test label and mean probability per image for one init (configured protocol and label fraction if present)."""
     p = predictions[(predictions["split"].astype(str) == "test") & (predictions["init"].astype(str) == init)]
-    if "headline" in p:  # the model saved at <init>/model.pt is the headline run, whatever the sweep holds
-        p = p[p["headline"].astype(str).str.lower().isin(["true", "1"])]
-    if "task" in p:  # other tasks' headline runs live in <init>-<task>/
-        p = p[p["task"].astype(str) == cfg.task]
+    # The model saved at <init>/model.pt is the headline run of cfg.task (other tasks' live in <init>-<task>/).
+    p = headline_predictions(p, cfg.task)
     for column, wanted in (("protocol", cfg.finetune.protocol), ("label_fraction", cfg.finetune.label_fraction)):
         if column in p and len(p):
             match = p[column].astype(str) == str(wanted)
