@@ -11,7 +11,7 @@ block's input out of place, on bf16 CPU tensors. Prints
 2. image pairs per second of the SimCLR training step (bf16 autocast, channels_last, SGD) with torchvision's
    ResNet-50 and with the project's, alternating, each run in a fresh process.
 
-    python benchmarks/inplace_bf16.py [--size 224] [--batch 32] [--steps 5] [--rounds 2]
+    python benchmarks/inplace_bf16.py [--size 224] [--batch 32] [--steps 5] [--rounds 2] [--ablations no-fork no-bits]
 """
 
 from __future__ import annotations
@@ -143,21 +143,17 @@ def main() -> None:
     print(f"\nSimCLR step, bf16 autocast + channels_last, {args.size} px, batch {args.batch} (image pairs/s)")
     for v in variants:
         print(f"  {v:>12}: {VARIANTS[v]}")
-    print(f"{'round':>5} " + " ".join(f"{v:>12}" for v in variants) + f" {'project/torchvision':>20}"
-          + "".join(f" {'project/' + v:>20}" for v in variants[2:]))
-    ratios: dict[str, list[float]] = {v: [] for v in variants[1:]}
+    against = ["torchvision"] + variants[2:]  # the project's rate over each of these
+    print(f"{'round':>5} " + " ".join(f"{v:>12}" for v in variants) + "".join(f" {'project/' + v:>20}" for v in against))
+    ratios: dict[str, list[float]] = {v: [] for v in against}
     for r in range(args.rounds):
         rates = {v: child(v) for v in variants}
-        base = {"project": rates["torchvision"], **{v: rates[v] for v in variants[2:]}}
-        cells = []
-        for v, b in base.items():
-            ratios[v].append(rates["project"] / b)
-            cells.append(f"{rates['project'] / b:>19.2f}x")
-        print(f"{r + 1:>5} " + " ".join(f"{rates[v]:>12.2f}" for v in variants) + " " + " ".join(cells), flush=True)
+        for v in against:
+            ratios[v].append(rates["project"] / rates[v])
+        print(f"{r + 1:>5} " + " ".join(f"{rates[v]:>12.2f}" for v in variants)
+              + "".join(f" {ratios[v][-1]:>19.2f}x" for v in against), flush=True)
     if args.rounds:
-        names = {v: "project/" + ("torchvision" if v == "project" else v) for v in ratios}
-        print("median: " + ", ".join(f"{names[v]} {statistics.median(x):.2f}x" for v, x in ratios.items()))
-
+        print("median: " + ", ".join(f"project/{v} {statistics.median(x):.2f}x" for v, x in ratios.items()))
 
 if __name__ == "__main__":
     main()
