@@ -1,15 +1,34 @@
 """CBIS-DDSM (Lee et al. 2017) from TCIA's four case-description CSVs, read in place.
 
-One CSV row is one abnormality on one view; one image is one full-mammogram DICOM series, named by its TCIA
-Subject ID (``Mass-Training_P_00001_LEFT_CC``). The same physical film can appear twice, once as ``Mass-``
-and once as ``Calc-``: TCIA made two series of it; patient-level splits keep both on the same side.
+One CSV row is one abnormality on one view. One manifest image is one **film**: one woman's breast (side) in
+one view, identified by ``(patient_id, side, view)``. TCIA published some films twice, as a ``Mass-`` and a
+``Calc-`` full-mammogram series (Subject IDs ``Mass-Training_P_00016_LEFT_CC`` and
+``Calc-Test_P_00016_LEFT_CC``): 71 films in this release, 16 of which have a malignant finding in one series
+and only benign ones in the other. Counting them as two images would put the same pixels in the data twice,
+in those 16 cases once as benign and once as malignant, so both series are merged into one row.
 
-Labels (see ``data_manifests/README.md``): every CBIS-DDSM image has a finding, so ``abnormal`` is 1 on every
-row (there are no normal images). ``malignant`` is 1 when any of the image's rows is ``MALIGNANT``;
-``BENIGN`` and ``BENIGN_WITHOUT_CALLBACK`` are both benign (0). Density 1-4 becomes A-D (0 stays empty);
-``birads`` is the image's highest ``assessment``. Official split from the file name (Training -> train,
-Test -> test), then val carved from train by patient. 31 patients are in both official files; to keep
-patients on one side, all their images go to test.
+``image_id`` is ``<patient_id>_<side>_<view>`` (``P_00016_LEFT_CC``): the TCIA Subject ID without its
+``Mass-Training_`` / ``Calc-Test_`` prefix. It names the film, not a series, so it is the same whichever
+series (or official file) a film comes from, it is unique per film by construction, and it still reads as
+TCIA's ID.
+
+Labels over all of a film's findings, mass and calcification (see ``data_manifests/README.md``):
+
+- ``abnormal`` is 1 on every row: every CBIS-DDSM film has a finding (there are no normal images);
+- ``malignant`` is 1 when any finding is ``MALIGNANT``; ``BENIGN`` and ``BENIGN_WITHOUT_CALLBACK`` are both
+  benign (0);
+- ``birads`` is the highest ``assessment``; ``source_label`` the sorted set of pathologies, ``;``-joined;
+- density 1-4 becomes A-D and 0 stays empty; should the findings of a film disagree, the highest density wins
+  (the more cautious reading, as for ``birads``). The two series never disagree in this release; a
+  disagreement is counted in the log.
+
+Official split from the file name (Training -> train, Test -> test), then val carved from train by patient.
+31 patients are in both official files (29 films have one series in each); to keep patients on one side,
+all their films go to test.
+
+``lesions.csv`` keeps every finding of both series, one row per CSV row, pointed at the merged film:
+``lesion_id`` is ``<image_id>_<mass|calc>_<abnormality id>`` because abnormality ids restart at 1 in each
+series.
 
 Folder layouts of a TCIA download, both resolved (paths are relative to the folder holding the CSVs):
 
@@ -50,6 +69,7 @@ FILES = {
 PATHOLOGY_MALIGNANT = {"MALIGNANT": 1, "BENIGN": 0, "BENIGN_WITHOUT_CALLBACK": 0}
 DENSITY = {"0": "", "1": "A", "2": "B", "3": "C", "4": "D"}
 ASSESSMENTS = {"0", "1", "2", "3", "4", "5"}
+LESION_ID_KIND = {"mass": "mass", "calcification": "calc"}  # the series kind as lesion ids spell it
 HOW_TO_GET = ("Put TCIA's four CBIS-DDSM case-description CSVs (and metadata.csv of your NBIA download, if "
               "any) in <data dir>/cbis-ddsm or <sources dir>/cbis-ddsm; see data_manifests/README.md.")
 
@@ -143,50 +163,98 @@ def dicom_size(path: Path) -> tuple[int, int]:
         return -1, -1
 
 
+def film_ids(rows: pd.DataFrame) -> pd.Series:
+    """The film of each row of :func:`read_descriptions`, ``<patient_id>_<side>_<view>``: the image_id."""
+    return rows["patient_id"] + "_" + rows["side"] + "_" + rows["view"]
+
+
+def _check_series(rows: pd.DataFrame) -> None:
+    """Every row's full-image series must be named after its own file, patient, side and view.
+
+    The merge into films trusts ``patient_id``/side/view; a Subject ID that says otherwise means the row is
+    mislabelled, and merging it would silently pair the wrong images.
+
+    Raises:
+        DataError: naming the file and row of the first mismatches.
+    """
+    series = rows["image_path"].map(lambda p: PurePosixPath(p).parts[0])
+    expected = (rows["kind"].map({"mass": "Mass-", "calcification": "Calc-"})
+                + rows["official_split"].map({"train": "Training_", "test": "Test_"}) + film_ids(rows))
+    bad = series != expected
+    if bad.any():
+        first = zip(rows.loc[bad, "file"][:5], rows.loc[bad, "row"][:5], series[bad][:5], expected[bad][:5],
+                    strict=True)
+        where = "; ".join(f"{f} row {r} ({s!r}, expected {e!r})" for f, r, s, e in first)
+        raise DataError(f"CBIS-DDSM: image file path names another series than the row's file, patient_id, "
+                        f"side and view in {where}; fix those rows' values or paths.")
+
+
 def _images(rows: pd.DataFrame, resolver: _Resolver) -> pd.DataFrame:
-    rows = rows.assign(image_id=rows["image_path"].map(lambda p: PurePosixPath(p).parts[0]))
     out = []
+    density_conflicts = 0
     for image_id, g in rows.groupby("image_id", sort=True):
-        if g["patient_id"].nunique() > 1 or g["official_split"].nunique() > 1:
-            raise DataError(f"CBIS-DDSM image {image_id} has rows with different patients or splits: "
-                            f"{g['file'].iloc[0]} rows {g['row'].tolist()[:5]}.")
-        path = resolver.full_image(g["image_path"].iloc[0])
+        # Both series of a film hold the same film (in metadata.csv the full images of all 71 Mass/Calc pairs
+        # have identical file sizes), so either DICOM will do. Take the Mass series when there is one, and its
+        # smallest path, so that the choice never depends on row or file order.
+        source = g[g["kind"] == "mass"] if (g["kind"] == "mass").any() else g
+        path = resolver.full_image(source["image_path"].min())
         width, height = dicom_size(resolver.root / path) if (resolver.root / path).is_file() else (-1, -1)
+        densities = sorted(set(g["density"]) - {"0"})  # 0 is "not assessed", not a reading to weigh
+        density_conflicts += len(densities) > 1
         out.append(dict(
             image_id=image_id, patient_id=g["patient_id"].iloc[0], dataset=NAME, path=path,
-            laterality=g["side"].iloc[0][0], view=g["view"].iloc[0], density=DENSITY[g["density"].iloc[0]],
+            laterality=g["side"].iloc[0][0], view=g["view"].iloc[0],
+            density=DENSITY[densities[-1]] if densities else "",
             abnormal=1, malignant=int(g["pathology"].map(PATHOLOGY_MALIGNANT).max()),
             birads=str(g["assessment"].astype(int).max()), source_label=";".join(sorted(set(g["pathology"]))),
-            split=g["official_split"].iloc[0], fold=-1, width=width, height=height,
+            # A film in both official files belongs to a patient in both, whom the split sends wholly to test.
+            split="test" if (g["official_split"] == "test").any() else "train", fold=-1,
+            width=width, height=height,
         ))
+    if density_conflicts:
+        log.info("cbis-ddsm: %d films have findings of different densities; the highest is kept",
+                 density_conflicts)
     return pd.DataFrame(out, columns=manifest.IMAGE_COLUMNS)
 
 
 def _lesions(rows: pd.DataFrame, resolver: _Resolver) -> pd.DataFrame:
-    image_id = rows["image_path"].map(lambda p: PurePosixPath(p).parts[0])
+    # Abnormality ids restart at 1 in each series, so the series' kind keeps a film's lesion ids apart.
+    lesion_id = rows["image_id"] + "_" + rows["kind"].map(LESION_ID_KIND) + "_" + rows["abnormality_id"]
     les = pd.DataFrame({
-        "image_id": image_id, "lesion_id": image_id + "_" + rows["abnormality_id"], "kind": rows["kind"],
+        "image_id": rows["image_id"], "lesion_id": lesion_id, "kind": rows["kind"],
         "severity": rows["pathology"].map(lambda p: "M" if PATHOLOGY_MALIGNANT[p] else "B"), "shape": "mask",
         **{c: np.nan for c in ("cx", "cy", "r", "x0", "y0", "x1", "y1")},
         "mask_path": [resolver.mask(c, m) for c, m in zip(rows["crop_path"], rows["mask_path"], strict=True)],
     })
     dup = les["lesion_id"].duplicated(keep=False)
     if dup.any():
-        raise DataError(f"CBIS-DDSM: duplicate abnormality ids {les.loc[dup, 'lesion_id'].tolist()[:5]} "
-                        f"(files {sorted(set(rows.loc[dup, 'file']))}).")
-    return les[manifest.LESION_COLUMNS].reset_index(drop=True)
+        where = ", ".join(f"{f} row {r}" for f, r in zip(rows.loc[dup, "file"][:5], rows.loc[dup, "row"][:5],
+                                                         strict=True))
+        raise DataError(f"CBIS-DDSM: duplicate abnormality ids {les.loc[dup, 'lesion_id'].tolist()[:5]} in "
+                        f"{where}; each finding of a series needs its own abnormality id.")
+    # Sorted by film so that the findings of both series of a film sit together.
+    return les[manifest.LESION_COLUMNS].sort_values(["image_id", "lesion_id"]).reset_index(drop=True)
 
 
 def build_manifest(root: Path, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Build ``(images, lesions)`` from the CSVs in ``root``, resolving files of a download when present."""
+    """Build ``(images, lesions)`` from the CSVs in ``root``, resolving files of a download when present.
+
+    One image row per film (``<patient_id>_<side>_<view>``), merging a film's Mass and Calc series; one lesion
+    row per CSV row.
+
+    Raises:
+        DataError: a CSV is missing or has an unknown value, or a row's series is not its own film.
+    """
     root = Path(root)
     rows = read_descriptions(root)
+    _check_series(rows)
+    rows = rows.assign(image_id=film_ids(rows))
     resolver = _Resolver(root)
     images = _images(rows, resolver)
-    both = set(images.loc[images["split"] == "train", "patient_id"]) & set(
-        images.loc[images["split"] == "test", "patient_id"])
+    both = set(rows.loc[rows["official_split"] == "train", "patient_id"]) & set(
+        rows.loc[rows["official_split"] == "test", "patient_id"])
     if both:
-        log.info("cbis-ddsm: %d patients are in both official files; all their images go to test", len(both))
+        log.info("cbis-ddsm: %d patients are in both official files; all their films go to test", len(both))
     images = manifest.assign_splits(
         images, val_fraction=cfg.split.val_fraction, test_fraction=cfg.split.test_fraction,
         n_folds=cfg.split.n_folds, seed=cfg.seed, keep_test=True,
