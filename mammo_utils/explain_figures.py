@@ -1,7 +1,10 @@
 """Figures of stage 05: CAM overlays with the lesion outlined, the outcome grid, the localization plot.
 
 Figures are drawn on :class:`matplotlib.figure.Figure` objects (the Agg canvas) without pyplot, so nothing
-here changes the backend or the global state of a notebook that imports the package.
+here changes the backend or the global state of a notebook that imports the package; charts take their style
+from :func:`mammo_utils.plots.styled`, and every figure is written by :func:`mammo_utils.plots.save_figure`.
+Points and maps are carried back to the original image by :mod:`mammo_utils.cams` and the
+:class:`~mammo_utils.preprocess.Transform`, the same tested code the scores use.
 """
 
 from __future__ import annotations
@@ -10,28 +13,18 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .plots import init_color
+from .cams import cam_peak, cam_to_original, peak_to_original
+from .plots import init_color, save_figure, styled
 from .preprocess import Transform
 
 log = logging.getLogger(__name__)
 
-DPI = 120
 CAM_CMAP, CAM_ALPHA = "jet", 0.4
 LESION_COLOUR = "lime"
 OUTCOMES = ("TP", "FP", "FN", "TN")
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
-    tmp.replace(path)  # a killed run leaves the old figure or the new one
-    return path
 
 
 def _overlay(
@@ -44,9 +37,8 @@ def _overlay(
     if lesion is not None and np.any(lesion) and not np.all(lesion):
         kw = {"extent": extent, "origin": "upper"} if extent is not None else {}
         ax.contour(np.asarray(lesion, dtype=float), levels=[0.5], colors=LESION_COLOUR, linewidths=1.2, **kw)
-    if peak_xy is None and cam is not None and extent is None and np.ptp(cam) > 0:
-        row, col = np.unravel_index(int(np.argmax(cam)), cam.shape)
-        peak_xy = (col, row)
+    if peak_xy is None and cam is not None and extent is None:
+        peak_xy = cam_peak(cam)
     if peak_xy is not None:
         ax.plot([peak_xy[0]], [peak_xy[1]], marker="+", color="white", markersize=10, markeredgewidth=2)
     ax.set_xticks([])
@@ -82,7 +74,7 @@ def plot_overlays(
             ax.set_axis_off()
     axes[0, 0].set_title("input + lesion", fontsize=9)
     fig.suptitle(f"{title}: CAMs (colour), lesion (green), CAM maximum (+)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def outcome_groups(labels: np.ndarray, probabilities: np.ndarray, threshold: float,
@@ -147,7 +139,7 @@ def plot_outcome_grid(
             if c == 0:
                 ax.set_ylabel(f"{name} (n={int(groups[name].sum())})", fontsize=9)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_original_overlay(
@@ -166,7 +158,7 @@ def plot_original_overlay(
     exactly when the mapping is right. The crop box is drawn; the axes are in original pixels.
     """
     image_o = transform.to_original_image(array)
-    cam_o = transform.to_original_image(cam)
+    cam_o = cam_to_original(cam, transform)
     lesion_o = transform.to_original_image(lesion.astype(np.float32), order="nearest") if lesion is not None else None
     step = max(1, int(np.ceil(max(image_o.shape) / max_display_px)))  # display only; coordinates stay original
     extent = (0, transform.orig_width, transform.orig_height, 0)
@@ -174,10 +166,7 @@ def plot_original_overlay(
     ax_in, ax_orig = fig.subplots(1, 2)
     _overlay(ax_in, array, cam, lesion)
     # The maximum found on the input and carried back as a point: it must land on the carried-back map's peak.
-    peak = None
-    if np.ptp(cam) > 0:
-        row, col = np.unravel_index(int(np.argmax(cam)), cam.shape)
-        peak = transform.to_original(np.array([[col, row]], dtype=np.float64))[0]
+    peak = peak_to_original(cam, transform) if cam_peak(cam) is not None else None
     ax_in.set_title(f"network input ({array.shape[1]}×{array.shape[0]} px)", fontsize=9)
     _overlay(ax_orig, image_o[::step, ::step], cam_o[::step, ::step],
              None if lesion_o is None else lesion_o[::step, ::step] > 0.5, extent=extent, peak_xy=peak)
@@ -188,39 +177,39 @@ def plot_original_overlay(
     ax_orig.set_xticks([0, transform.orig_width])
     ax_orig.set_yticks([0, transform.orig_height])
     fig.suptitle(f"{title}: CAM and lesion carried back through crop, flip and resize", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
+@styled
 def plot_localization(result: dict, path: Path) -> Path:
     """Hit rate and energy inside per init and method, 95% CI bars, chance level as a dashed line."""
     inits = list(result.get("inits", {}))
     methods = list(result.get("methods", []))
     palette = [init_color(i) for i in inits]
     chance = result.get("chance_level", {}).get("estimate", float("nan"))
-    with sns.axes_style("whitegrid"):
-        fig = Figure(figsize=(9, 3.8))
-        axes = fig.subplots(1, 2, sharey=True)
-        for ax, score, label in zip(axes, ("pointing_game", "energy_inside"),
-                                    ("pointing game (hit rate)", "energy inside the lesion"), strict=True):
-            width = 0.8 / max(1, len(inits))
-            for k, init in enumerate(inits):
-                for m, method in enumerate(methods):
-                    s = result["inits"][init]["methods"][method][score]
-                    est, lo, hi = (np.nan if s.get(f) is None else s[f] for f in ("estimate", "ci_low", "ci_high"))
-                    x = m - 0.4 + width * (k + 0.5)
-                    ax.errorbar([x], [est], yerr=[[max(0.0, est - lo)], [max(0.0, hi - est)]], fmt="o",
-                                color=palette[k], capsize=4, label=init if m == 0 else None)
-            if chance is not None and np.isfinite(chance):
-                ax.axhline(chance, color="grey", ls="--", lw=1, label="chance (lesion area fraction)")
-            ax.set_xticks(range(len(methods)))
-            ax.set_xticklabels(methods)
-            ax.set_xlim(-0.6, len(methods) - 0.4)
-            ax.set_ylim(-0.02, 1.02)
-            ax.set_title(label, fontsize=10)
-        axes[0].set_ylabel("mean over test images with a lesion (95% CI)")
-        handles, labels = axes[0].get_legend_handles_labels()
-        if handles:
-            axes[1].legend(handles, labels, fontsize=8, loc="upper right")
-        fig.suptitle(f"Localization against the annotations (n = {result.get('n_with_lesion', 0)} images)",
-                     fontsize=10)
-    return _save(fig, path)
+    fig = Figure(figsize=(9, 3.8))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, score, label in zip(axes, ("pointing_game", "energy_inside"),
+                                ("pointing game (hit rate)", "energy inside the lesion"), strict=True):
+        width = 0.8 / max(1, len(inits))
+        for k, init in enumerate(inits):
+            for m, method in enumerate(methods):
+                s = result["inits"][init]["methods"][method][score]
+                est, lo, hi = (np.nan if s.get(f) is None else s[f] for f in ("estimate", "ci_low", "ci_high"))
+                x = m - 0.4 + width * (k + 0.5)
+                ax.errorbar([x], [est], yerr=[[max(0.0, est - lo)], [max(0.0, hi - est)]], fmt="o",
+                            color=palette[k], capsize=4, label=init if m == 0 else None)
+        if chance is not None and np.isfinite(chance):
+            ax.axhline(chance, color="grey", ls="--", lw=1, label="chance (lesion area fraction)")
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels(methods)
+        ax.set_xlim(-0.6, len(methods) - 0.4)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(label, fontsize=10)
+    axes[0].set_ylabel("mean over test images with a lesion (95% CI)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        axes[1].legend(handles, labels, fontsize=8, loc="upper right")
+    fig.suptitle(f"Localization against the annotations (n = {result.get('n_with_lesion', 0)} images)",
+                 fontsize=10)
+    return save_figure(fig, path)

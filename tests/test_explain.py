@@ -1,145 +1,38 @@
-"""Stage 05: CAMs on a random-init one-channel ResNet-50, coordinate mapping, localization scores, ROAD."""
+"""Stage 05 on a fake run folder: what localization.json and the figures hold, and stage 04's thresholds."""
 
 from __future__ import annotations
 
-import json
+import logging
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from mammo_utils import explain, paths
+from mammo_utils.cams import compute_cams
 from mammo_utils.config import load_config
-from mammo_utils.errors import MissingStageOutput
-from mammo_utils.models import Classifier, save_classifier
+from mammo_utils.errors import ConfigError, MissingStageOutput
+from mammo_utils.evaluate import decision_threshold, load_metrics
+from mammo_utils.localization import energy_inside, pointing_game
+from mammo_utils.models import Classifier, load_classifier, save_classifier
 from mammo_utils.preprocess import Transform
+from mammo_utils.stage import provenance
 
 SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def model() -> Classifier:
-    torch.manual_seed(0)
-    return Classifier().eval()
-
-
-@pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    torch.manual_seed(1)
-    return torch.rand(3, 1, SIZE, SIZE)
-
-
-@pytest.mark.parametrize("method", explain.METHODS)
-def test_cams_are_maps_in_unit_range(model, images, method):
-    cams = explain.compute_cams(model, images, method, batch_size=2, device="cpu")
-    assert cams.shape == (3, SIZE, SIZE)
-    assert np.isfinite(cams).all()
-    assert cams.min() >= 0.0 and cams.max() <= 1.0
-
-
-def test_unknown_method_is_refused(model, images):
-    with pytest.raises(ValueError, match="gradcam"):
-        explain.compute_cams(model, images, "scorecam")
-
-
-# A tall original: crop box inside it, mirrored, downscaled (the longer side 90 px -> 64 px).
+INITS = ("simclr", "random")
+HALF = SIZE // 2
+LESION_PX = HALF * HALF  # each fake lesion is one quadrant of the image
 TRANSFORM = Transform(orig_width=120, orig_height=100, crop_x0=10, crop_y0=5, crop_x1=90, crop_y1=95,
                       flipped=True, scale=SIZE / 90, out_size=SIZE)
 
 
-def test_transform_points_round_trip():
-    rng = np.random.default_rng(0)
-    pts = rng.uniform([10, 5], [90, 95], size=(50, 2))
-    back = TRANSFORM.to_original(TRANSFORM.to_output(pts))
-    np.testing.assert_allclose(back, pts, atol=1e-9)
-
-
-def test_cam_peak_maps_back_to_the_lesion():
-    lesion_xy = np.array([[70.0, 30.0]])  # original pixels, near the crop's right edge before the flip
-    col, row = np.round(TRANSFORM.to_output(lesion_xy)[0]).astype(int)
-    assert col < SIZE // 2  # the flip moved it to the left half of the network input
-    cam = np.zeros((SIZE, SIZE), dtype=np.float32)
-    cam[row, col] = 1.0
-    back = explain.cam_to_original(cam, TRANSFORM)
-    assert back.shape == (100, 120)
-    peak_row, peak_col = np.unravel_index(int(np.argmax(back)), back.shape)
-    tolerance = 1.0 / TRANSFORM.scale + 1.0  # one output pixel covers 1/scale original pixels
-    assert abs(peak_col - 70) <= tolerance and abs(peak_row - 30) <= tolerance
-    np.testing.assert_allclose(explain.peak_to_original(cam, TRANSFORM), [70, 30], atol=tolerance)
-    assert back[:, :10].max() == 0 and back[:5].max() == 0  # nothing outside the crop box
-
-
-def _square_mask() -> np.ndarray:
-    mask = np.zeros((10, 10), dtype=np.uint8)
-    mask[2:5, 2:5] = 1  # 9 of 100 pixels
-    return mask
-
-
-def test_pointing_game_on_constructed_maps():
-    mask = _square_mask()
-    inside = np.zeros((10, 10))
-    inside[3, 3] = 1.0
-    outside = np.zeros((10, 10))
-    outside[8, 8] = 1.0
-    assert explain.pointing_game(inside, mask) is True
-    assert explain.pointing_game(outside, mask) is False
-    assert explain.pointing_game(np.ones((10, 10)), mask) is False  # a flat map points nowhere
-
-
-def test_energy_inside_and_chance_on_constructed_maps():
-    mask = _square_mask()
-    cam = np.zeros((10, 10))
-    cam[2:5, 2:5] = 2.0  # 9 pixels x 2 = 18 inside
-    cam[7:9, 7:9] = 3.0  # 4 pixels x 3 = 12 outside
-    assert explain.energy_inside(cam, mask) == pytest.approx(18 / 30)
-    assert explain.energy_inside(np.ones((10, 10)), mask) == pytest.approx(0.09)  # flat map = chance
-    assert np.isnan(explain.energy_inside(np.zeros((10, 10)), mask))
-    assert explain.chance_level(mask) == pytest.approx(0.09)
-    breast = np.zeros((10, 10), dtype=bool)
-    breast[:, :5] = True  # 50 pixels, holding the whole lesion
-    assert explain.chance_level(mask, breast) == pytest.approx(9 / 50)
-
-
-def test_patient_bootstrap_ci_contains_estimate_and_narrows():
-    rng = np.random.default_rng(0)
-
-    def width(n_patients: int) -> float:
-        values = rng.binomial(1, 0.6, size=2 * n_patients).astype(float)
-        patients = np.repeat(np.arange(n_patients), 2)
-        ci = explain.patient_bootstrap_ci(values, patients, n_resamples=500, seed=0)
-        assert ci["ci_low"] <= ci["estimate"] <= ci["ci_high"]
-        assert ci["estimate"] == pytest.approx(values.mean())
-        assert ci["n"] == 2 * n_patients and ci["n_patients"] == n_patients
-        return ci["ci_high"] - ci["ci_low"]
-
-    assert width(400) < width(10)
-    values = np.array([1.0, np.nan, 0.0])
-    assert explain.patient_bootstrap_ci(values, ["a", "b", "c"], n_resamples=50)["n"] == 2
-
-
-def test_road_scores_are_finite_for_each_method(model, images):
-    for method in explain.METHODS:
-        cams = explain.compute_cams(model, images[:2], method)
-        scores = explain.road_scores(model, images[:2], cams, percentiles=(20, 50, 80))
-        assert scores.shape == (2,) and np.isfinite(scores).all()
-
-
-def test_road_scores_equal_the_library_roadcombined(model, images):
-    from pytorch_grad_cam.metrics.road import ROADCombined
-
-    rng = np.random.default_rng(0)
-    cams = rng.random((2, SIZE, SIZE)).astype(np.float32)  # no ties: the jitter changes no ranking
-    ours = explain.road_scores(model, images[:2], cams, percentiles=(30, 70), seed=3)
-    torch.manual_seed(3)
-    theirs = ROADCombined(percentiles=[30, 70])(images[:2], cams, explain.positive_class_targets(2), model)
-    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
-
-
-def _fake_run(tmp_path, with_predictions: bool = True):
+def _fake_run(tmp_path, with_predictions: bool = True, overrides: tuple[str, ...] = ()):
     """A run folder as stages 01 and 03 leave it: 6 test images (4 with lesions) and two classifiers."""
     # Two images for overlays and ROAD keep the test fast (ROAD imputes 18 times per image and method).
-    cfg = load_config(profile="smoke", dataset="synthetic", runs_dir=str(tmp_path), overrides=["explain.n_images=2"])
+    cfg = load_config(profile="smoke", dataset="synthetic", runs_dir=str(tmp_path),
+                      overrides=["explain.n_images=2", *overrides])
     prep = paths.stage_dir(cfg, "prepare")
     rng = np.random.default_rng(0)
     rows = []
@@ -149,7 +42,9 @@ def _fake_run(tmp_path, with_predictions: bool = True):
         lesion_path = ""
         if k < 4:
             mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
-            mask[10 + 5 * k : 22 + 5 * k, 20:34] = 1
+            # Quadrant k: at 64 px a CAM has 2 x 2 cells, so its maximum lands in one quadrant and hits happen.
+            row, col = divmod(k, 2)
+            mask[row * HALF : (row + 1) * HALF, col * HALF : (col + 1) * HALF] = 1
             lesion_path = str(prep / f"les{k}.npy")
             np.save(lesion_path, mask)
         rows.append({"image_id": f"img{k}", "patient_id": f"p{k // 2}", "split": "test", "abnormal": int(k < 4),
@@ -161,38 +56,116 @@ def _fake_run(tmp_path, with_predictions: bool = True):
     if with_predictions:
         preds = [{"image_id": r["image_id"], "patient_id": r["patient_id"], "split": "test", "fold": 0,
                   "label": r["abnormal"], "probability": p, "init": init, "protocol": "full", "label_fraction": 1.0}
-                 for init in ("simclr", "random") for r, p in zip(rows[:6], rng.uniform(size=6), strict=True)]
+                 for init in INITS for r, p in zip(rows[:6], rng.uniform(size=6), strict=True)]
         pd.DataFrame(preds).to_csv(fine / "predictions.csv", index=False)
         torch.manual_seed(0)
-        for init in ("simclr", "random"):
+        for init in INITS:
             save_classifier(fine / init / "model.pt", Classifier(), meta={"init": init})
     return cfg
 
 
-def test_run_explain_writes_scores_and_figures(tmp_path):
+def _fake_metrics(cfg, thresholds: dict[str, float]) -> None:
+    """Stage 04's metrics.json with the given thresholds and no metric (the report reads it too)."""
+    models = {init: {"threshold": t, "metrics": {}, "n_test_patients": 2} for init, t in thresholds.items()}
+    paths.atomic_write_json(paths.stage_dir(cfg, "evaluate") / "metrics.json", {
+        "task": cfg.task, "dataset": cfg.dataset, "profile": cfg.profile, "split": "test",
+        "bootstrap_resamples": cfg.evaluate.bootstrap_resamples, "ci_level": cfg.evaluate.ci_level,
+        "models": models, "tasks": {cfg.task: {"models": models}}, **provenance(cfg)})
+
+
+def _recomputed_scores(cfg, init: str, method: str) -> tuple[float, float]:
+    """Pointing game and energy inside, computed here from the saved classifier and the lesion masks."""
+    table = pd.read_csv(paths.require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
+    table = table[(table["split"] == "test") & (table["lesion_path"] != "")].sort_values("image_id")
+    x = torch.from_numpy(np.stack([np.load(p).astype(np.float32) for p in table["array_path"]])[:, None])
+    masks = [np.load(p) for p in table["lesion_path"]]
+    model, _ = load_classifier(paths.stage_dir(cfg, "finetune", create=False) / init / "model.pt")
+    maps = compute_cams(model, x, method, batch_size=1, device="cpu")
+    hits = [pointing_game(m, les) for m, les in zip(maps, masks, strict=True)]
+    energy = [energy_inside(m, les) for m, les in zip(maps, masks, strict=True)]
+    energy = np.array(energy)
+    # A map that is zero everywhere (Grad-CAM of an untrained net, often) has no energy: NaN, left out.
+    return float(np.mean(hits)), float(energy[np.isfinite(energy)].mean()) if np.isfinite(energy).any() else np.nan
+
+
+def _png(path) -> Image.Image:
+    image = Image.open(path)
+    assert image.format == "PNG"
+    image.load()
+    return image
+
+
+def test_run_explain_scores_match_an_independent_recomputation(tmp_path):
     cfg = _fake_run(tmp_path)
+    _fake_metrics(cfg, {"simclr": 0.3, "random": 0.7})
     out = explain.run_explain(cfg)
     assert out == paths.stage_dir(cfg, "explain", create=False)
-    result = json.loads((out / "localization.json").read_text())
-    assert result == explain.load_localization(cfg)
+    result = explain.load_localization(cfg)
     assert result["n_test_images"] == 6 and result["n_with_lesion"] == 4
-    assert set(result["inits"]) == {"simclr", "random"}
-    for init in ("simclr", "random"):
-        for method in explain.METHODS:
-            entry = result["inits"][init]["methods"][method]
-            assert set(entry) >= {"pointing_game", "energy_inside", "chance_level", "n", "road"}
-            assert entry["n"] == 4 and entry["pointing_game"]["n_patients"] == 2
-            assert 0.0 <= entry["pointing_game"]["estimate"] <= 1.0
-            assert np.isfinite(entry["road"]["mean"])
-    assert 0 < result["chance_level"]["estimate"] < 1
-    assert set(result["comparison"]["methods"]) == set(explain.METHODS)
-    for name in ("overlays", "outcome_grid", "original_overlay"):
-        for init in ("simclr", "random"):
-            assert (out / f"{name}_{init}.png").stat().st_size > 1000
-    assert (out / "localization.png").stat().st_size > 1000
+    assert result["methods"] == list(cfg.explain.methods)
+    assert set(result["inits"]) == set(INITS)
+    # The fake images have no zero pixel: the breast is the whole grid and chance is the lesion's area share.
+    assert 0.0 <= result["chance_level"]["estimate"] <= 1.0
+    assert result["chance_level"]["estimate"] == pytest.approx(LESION_PX / SIZE**2)
+    road_n = result["road"]["n_images"]
+    assert road_n == 2 and len(result["road"]["image_ids"]) == road_n
+    for init, threshold in (("simclr", 0.3), ("random", 0.7)):
+        assert result["inits"][init]["threshold"] == threshold  # stage 04's, not 0.5
+        methods = result["inits"][init]["methods"]
+        assert set(methods) == set(cfg.explain.methods)  # the JSON is written with sorted keys
+        for method, entry in methods.items():
+            hit_rate, energy = _recomputed_scores(cfg, init, method)
+            pg = entry["pointing_game"]
+            assert pg["estimate"] == pytest.approx(hit_rate, abs=1e-12), (init, method)
+            got = entry["energy_inside"]["estimate"]  # null in JSON when no map had energy
+            assert (np.nan if got is None else got) == pytest.approx(energy, rel=1e-4, nan_ok=True), (init, method)
+            assert pg["ci_low"] <= pg["estimate"] <= pg["ci_high"]
+            assert entry["n"] == 4 and pg["n_patients"] == 2
+            assert entry["chance_level"] == pytest.approx(LESION_PX / SIZE**2)
+            road = entry["road"]["per_image"]
+            assert len(road) == road_n and np.isfinite(road).all()
+            assert entry["road"]["mean"] == pytest.approx(np.mean(road))
+    estimates = [m["pointing_game"]["estimate"] for e in result["inits"].values() for m in e["methods"].values()]
+    assert max(estimates) > 0  # the recomputation above compared some hits, not only misses
+    comparison = result["comparison"]
+    assert (comparison["a"], comparison["b"]) == ("simclr", "random")
+    for method in cfg.explain.methods:
+        difference = comparison["methods"][method]["pointing_game_difference"]["estimate"]
+        a, b = (result["inits"][i]["methods"][method]["pointing_game"]["estimate"] for i in INITS)
+        assert difference == pytest.approx(a - b)  # paired on the same images
+
+    n_methods = len(cfg.explain.methods)
+    for init in INITS:
+        overlays = _png(out / f"overlays_{init}.png")  # 2 rows: input + one column per method
+        assert overlays.width > 1.4 * overlays.height and 300 < overlays.height < 1200
+        assert overlays.width > 150 * (1 + n_methods)
+        grid = _png(out / f"outcome_grid_{init}.png")  # 4 rows (TP/FP/FN/TN) of up to 4 images
+        assert 0.6 < grid.width / grid.height < 1.3 and 500 < grid.height < 2000
+        original = _png(out / f"original_overlay_{init}.png")  # two panels side by side
+        assert 1.4 < original.width / original.height < 2.6
+        assert np.asarray(original.convert("L")).std() > 10  # something is drawn
+    chart = _png(out / "localization.png")
+    assert 1.6 < chart.width / chart.height < 3.2 and 300 < chart.height < 800
+
     before = (out / "localization.json").stat().st_mtime_ns
     assert explain.run_explain(cfg) == out  # up to date: nothing is recomputed
     assert (out / "localization.json").stat().st_mtime_ns == before
+
+
+def test_run_explain_runs_the_methods_of_the_setting(tmp_path):
+    cfg = _fake_run(tmp_path, overrides=("explain.methods=eigencam",))
+    result = explain.load_localization(cfg) if explain.run_explain(cfg) else None
+    assert result["methods"] == ["eigencam"]
+    assert all(set(entry["methods"]) == {"eigencam"} for entry in result["inits"].values())
+    assert result["inits"]["simclr"]["threshold"] == 0.5  # no stage 04 in this run
+
+
+def test_unknown_cam_method_is_a_config_error(tmp_path):
+    cfg = _fake_run(tmp_path, overrides=("explain.methods=gradcam,scorecam",))
+    with pytest.raises(ConfigError, match="explain.methods") as err:
+        explain.run_explain(cfg)
+    assert "'scorecam'" in str(err.value) and "gradcam++" in str(err.value) and "\n" not in str(err.value)
+    assert not paths.stage_dir(cfg, "explain", create=False).exists()  # refused before any work
 
 
 def test_missing_predictions_names_the_finetune_stage(tmp_path):
@@ -200,3 +173,21 @@ def test_missing_predictions_names_the_finetune_stage(tmp_path):
     with pytest.raises(MissingStageOutput, match="finetune") as err:
         explain.run_explain(cfg)
     assert "predictions.csv" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_decision_threshold_comes_from_stage_04(tmp_path, caplog):
+    cfg = load_config(profile="smoke", dataset="synthetic", runs_dir=str(tmp_path))
+    with pytest.raises(MissingStageOutput, match="evaluate"):
+        load_metrics(cfg)
+    with caplog.at_level(logging.WARNING, logger="mammo_utils.evaluate"):
+        assert decision_threshold(cfg, "simclr") == 0.5
+    assert "metrics.json" in caplog.text
+    _fake_metrics(cfg, {"simclr": 0.25, "random": 1.5})
+    assert decision_threshold(cfg, "simclr") == 0.25
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mammo_utils.evaluate"):
+        assert decision_threshold(cfg, "random") == 0.5  # not a probability
+        assert decision_threshold(cfg, "imagenet") == 0.5  # no such model
+    assert caplog.text.count("Decision threshold 0.5") == 2
+    other = load_config(profile="smoke", dataset="synthetic", runs_dir=str(tmp_path), task="malignant")
+    assert decision_threshold(other, "simclr") == 0.5  # stage 04 scored another task
