@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import replace
 
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 import torchvision
@@ -28,10 +29,12 @@ from lightly.models.modules import SimCLRProjectionHead
 from torch.utils.data import DataLoader, Dataset
 
 from mammo_utils.config import load_config
+from mammo_utils.devices import cpu_speedups, placement
+from mammo_utils.methods.simclr import SimCLRModule
 from mammo_utils.models import FEATURE_DIM
 from mammo_utils.prepare import run_prepare
-from mammo_utils.pretrain import SimCLRModule, dataloaders, pretrain_index
-from mammo_utils.training import cpu_speedups, resolve_precision, use_channels_last
+from mammo_utils.pretrain import dataloaders, pretraining_images
+from mammo_utils.training import FastBf16Blocks
 
 
 class RandomPairs(Dataset):
@@ -99,12 +102,13 @@ def project_path(cfg, size: int, batch: int, steps: int, warmup: int) -> float:
     """The project's SimCLRModule under Lightning with the configured precision; pairs per second."""
     cfg = replace(cfg, image_size_px=size)
     cpu_speedups(cfg)
-    module = SimCLRModule(channels_last=use_channels_last(cfg), batch_size=batch, optimizer="sgd", lr=0.06)
+    where = placement(cfg)
+    module = SimCLRModule(channels_last=where.channels_last, batch_size=batch, optimizer="sgd", lr=0.06)
     timer = _Timer(warmup)
-    trainer = pl.Trainer(max_epochs=1, accelerator="gpu" if torch.cuda.is_available() else "cpu", devices=1,
-                         precision=resolve_precision(cfg), logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
-                         limit_val_batches=0)
+    trainer = pl.Trainer(max_epochs=1, accelerator=where.accelerator, devices=1, precision=where.precision,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0,
+                         callbacks=[timer, *([FastBf16Blocks()] if where.bf16_on_cpu else [])])
     loader = DataLoader(RandomPairs(batch * (steps + warmup), size), batch_size=batch)
     trainer.fit(module, loader)
     return batch * timer.steps / (timer.end - timer.start)
@@ -113,8 +117,8 @@ def project_path(cfg, size: int, batch: int, steps: int, warmup: int) -> float:
 def loader_rate(cfg, size: int, batch: int, batches: int) -> float:
     """Image pairs per second the project's real pretraining loader delivers (cache → two views)."""
     cfg = replace(cfg, image_size_px=size, pretrain=replace(cfg.pretrain, batch_size=batch))
-    run_prepare(cfg)
-    train_loader, _ = dataloaders(cfg, pretrain_index(cfg))
+    index = pd.read_csv(run_prepare(cfg) / "preprocessed.csv", keep_default_na=False)
+    train_loader, _ = dataloaders(cfg, *pretraining_images(index))
     it = iter(train_loader)
     next(it)
     start, n = time.perf_counter(), 0
@@ -164,7 +168,7 @@ def _run(args, tmp: str) -> None:
         return float(next(line for line in out.splitlines() if line.startswith("RATE ")).split()[1])
 
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
-          f"project precision={resolve_precision(cfg)} channels_last={use_channels_last(cfg)} batch={args.batch}")
+          f"project: {placement(cfg).describe()}, batch={args.batch}")
     # "without keep-freed" is the project's path with MAMMO_KEEP_FREED_MEMORY=0 (glibc's default malloc).
     print(f"{'size':>5} {'round':>5} {'plain fp32':>11} {'project':>8} {'ratio':>7} {'without keep-freed':>19} "
           f"{'loader':>7} {'loader/step':>12}  (image pairs/s)")

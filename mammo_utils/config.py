@@ -14,17 +14,17 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .datasets import DATASETS, dataset_info
 from .errors import ConfigError
+from .methods import INITS, METHODS
 
 PROFILES = ("smoke", "demo", "full")
-DATASETS = ("synthetic", "mias", "cbis-ddsm", "inbreast", "vindr", "cmmd")
 TASKS = ("abnormal", "malignant")
-CV_DATASETS = ("mias", "inbreast")  # no official test split, few women: k-fold cross-validation by patient
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """The embedded synthetic dataset (``mammo_utils.synthetic``)."""
+    """The embedded synthetic dataset (``mammo_utils.synthetic_images``)."""
 
     n_patients: int = 100
     images_per_patient: int = 4  # L/R x CC/MLO, as in a screening exam
@@ -58,8 +58,9 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """SimCLR pretraining (``mammo_utils.pretrain``)."""
+    """Self-supervised pretraining (``mammo_utils.pretrain``; the methods are in ``mammo_utils.methods``)."""
 
+    method: str = "simclr"  # simclr (the paper's) | moco (MoCo v2: a queue of negatives, a momentum encoder)
     epochs: int = 10
     batch_size: int = 64
     limit_batches: float | int = 1.0  # Lightning's limit_train_batches (1.0 = all)
@@ -71,6 +72,8 @@ class PretrainConfig:
     hidden_dim: int = 2048
     output_dim: int = 128
     knn_k: int = 10
+    memory_bank_size: int = 4096  # moco only: queue length, capped below the number of training images
+    momentum: float = 0.996  # moco only: momentum encoder's start value, raised to 1 on a cosine schedule
 
 
 @dataclass(frozen=True)
@@ -86,15 +89,14 @@ class FinetuneConfig:
     protocol: str = "full"  # full | linear (the headline run, the one stages 04 and 05 explain)
     inits: tuple[str, ...] = ("simclr", "random")
     label_fraction: float = 1.0
-    # Label-efficiency sweep: every init x protocol x fraction of the training patients (stratified, seeded).
-    # An empty tuple turns the sweep off. A cell equal to the headline (protocol, label_fraction) is the
-    # headline run itself, not a second run.
+    # Label-efficiency sweep (mammo_utils.label_efficiency): every init x protocol x fraction of the training
+    # women (stratified, seeded, nested), ``sweep_seeds`` seeds per point. An empty ``protocols`` turns it off.
     protocols: tuple[str, ...] = ("linear", "full")
     label_fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
-    # Full fine-tuning in the sweep trains this many epochs at every fraction (0: the headline's ``epochs``, and
-    # the headline run is then the 100% point). Fewer labels thus also mean proportionally fewer optimisation
-    # steps: the sweep costs about sum(fractions < 1) headline runs, and no fraction gets extra compute.
-    sweep_epochs: int = 0
+    sweep_seeds: int = 3
+    # Optimisation steps of every full fine-tuning point, the same at every fraction so that a point measures
+    # labels, not compute (0: the headline recipe's steps on all the training women).
+    sweep_steps: int = 0
     # Fractions for the full protocol only (empty: ``label_fractions``). Full fine-tuning is the costly half of
     # the sweep; narrow it here when time is short (e.g. --set finetune.full_fractions=0.1,1.0).
     full_fractions: tuple[float, ...] = ()
@@ -134,6 +136,7 @@ class EvaluateConfig:
 class ExplainConfig:
     n_images: int = 8
     target_layer: str = "layer4[-1]"
+    methods: tuple[str, ...] = ("gradcam", "gradcam++", "eigencam")  # names of mammo_utils.cams.CAM_METHODS
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,9 @@ class Config:
 
     profile: str = "demo"
     dataset: str = "synthetic"
+    # A named variant of the run (e.g. "tau0.5"): its outputs go to runs/<profile>-<dataset>-<variant>/, beside
+    # the first run's instead of over them (the notebooks' ablation exercises use it).
+    variant: str = ""
     task: str = "abnormal"
     seed: int = 0
     image_size_px: int = 224
@@ -187,7 +193,7 @@ def _profile_values(profile: str, dataset: str) -> dict[str, Any]:
     size = {"smoke": 64, "demo": 128, "full": 512}[profile]
     # Small datasets without an official test split are cross-validated by patient (5 folds on MIAS), in
     # every profile, so that the smoke run in CI goes through the same code as the published numbers.
-    cv = dataset in CV_DATASETS
+    cv = dataset_info(dataset).cross_validate
     if profile == "smoke":
         return dict(
             image_size_px=size,
@@ -337,9 +343,22 @@ def load_config(
         raise ConfigError(f"Unknown finetune.protocol {cfg.finetune.protocol!r}. Choose full or linear.")
     if cfg.pretrain.optimizer not in ("adamw", "sgd", "lars"):
         raise ConfigError(f"Unknown pretrain.optimizer {cfg.pretrain.optimizer!r}. Choose adamw, sgd or lars.")
+    if cfg.pretrain.method not in METHODS:
+        raise ConfigError(f"Unknown pretrain.method {cfg.pretrain.method!r}. Choose one of: {', '.join(METHODS)}.")
+    profile_inits = _profile_values(profile, dataset).get("finetune", FinetuneConfig()).inits
+    if cfg.pretrain.method != "simclr" and cfg.finetune.inits == profile_inits:
+        # The profile's inits name the default method; follow the method chosen instead.
+        inits = tuple(cfg.pretrain.method if i == "simclr" else i for i in cfg.finetune.inits)
+        cfg = replace(cfg, finetune=replace(cfg.finetune, inits=inits))
     for init in cfg.finetune.inits:
-        if init not in ("simclr", "random", "imagenet"):
-            raise ConfigError(f"Unknown finetune init {init!r}. Choose from simclr, random, imagenet.")
+        if init not in INITS:
+            raise ConfigError(f"Unknown finetune init {init!r}. Choose from {', '.join(INITS)}.")
+        if init in METHODS and init != cfg.pretrain.method:
+            wanted = ",".join(cfg.pretrain.method if i == init else i for i in cfg.finetune.inits)
+            raise ConfigError(f"finetune.inits has {init!r}, but stage 02 pretrains with {cfg.pretrain.method!r} "
+                              f"(pretrain.method). Use --set finetune.inits={wanted}.")
+    if cfg.variant and not all(c.isalnum() or c in "._" for c in cfg.variant):
+        raise ConfigError(f"variant {cfg.variant!r} names a folder: use letters, digits, '.' and '_' only.")
     # Relative directories are relative to the project folder, so notebooks (run from notebooks/) and the
     # CLI (run from anywhere) share one data and runs folder.
     cfg = replace(cfg, data_dir=_absolute(cfg.data_dir), runs_dir=_absolute(cfg.runs_dir))

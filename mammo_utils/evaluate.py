@@ -22,12 +22,11 @@ from .config import Config
 from .metrics import METRICS, binary_metrics, choose_threshold, metrics_with_ci, roc_band
 from .paths import atomic_write_json, require, stage_dir
 from .report import write_report
-from .stage import is_done, mark_done, provenance
+from .stage import is_done, mark_done, provenance, stage_key
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("dataset", "seed", "task", "image_size_px", "split", "synthetic", "augment", "pretrain", "finetune",
-            "evaluate", "precision")
+SECTIONS = ("task", "seed", "evaluate")  # and, through stage_key, everything stage 03 depended on
 PAPER_CLAIM = {"accuracy": 0.967, "source": "Saeed & Naveed, arXiv 2509.20474 (2025)",
                "note": "one accuracy for INbreast and MIAS; task, split and label fraction not stated"}
 LABEL_EFFICIENCY_METRIC = "roc_auc"
@@ -76,21 +75,36 @@ def evaluate_predictions(predictions: pd.DataFrame, cfg: Config) -> dict:
 
 
 def evaluate_sweep(predictions: pd.DataFrame, cfg: Config, records: pd.DataFrame | None = None) -> list[dict]:
-    """One entry per label-efficiency run: init, protocol, label_fraction, its record and its metrics with CIs."""
+    """One entry per label-efficiency point (init, protocol, label_fraction): each seed's run scored on test
+    with its CI, and the mean, standard deviation and range of each metric over the seeds."""
     rows = task_rows(predictions[_flag(predictions, "sweep", False)], cfg.task, cfg.task)
+    if "seed" not in rows:
+        rows = rows.assign(seed=cfg.seed)
+    by_run = {}
+    if records is not None and len(records):
+        by_run = {str(r["run"]): r for r in records.to_dict("records")}
     entries = []
-    for (init, protocol, fraction), df in rows.groupby(["init", "protocol", "label_fraction"], sort=False):
-        entry = {"init": str(init), "protocol": str(protocol), "label_fraction": float(fraction), **_score(df, cfg)}
-        if records is not None and len(records):
-            match = records[(records["init"].astype(str) == str(init)) & (records["protocol"] == protocol)
-                            & np.isclose(records["label_fraction"].astype(float), float(fraction))]
-            if len(match):
-                rec = match.iloc[0]
-                for k in ("run", "n_train_patients", "n_train_images", "n_train_positive", "epochs", "steps",
-                          "best_epoch", "best_val_auc", "seconds"):
-                    if k in rec and pd.notna(rec[k]):
-                        entry[k] = rec[k].item() if hasattr(rec[k], "item") else rec[k]
-        entries.append(entry)
+    for (init, protocol, fraction), point in rows.groupby(["init", "protocol", "label_fraction"], sort=False):
+        seeds = []
+        for seed, df in point.groupby("seed", sort=True):
+            entry = {"seed": int(seed), **_score(df, cfg)}
+            record = by_run.get(str(df["run"].iloc[0])) if "run" in df else None
+            for k in ("run", "n_train_patients", "n_train_images", "n_train_positive", "steps", "best_step",
+                      "best_val_auc", "seconds"):
+                if record is not None and k in record and pd.notna(record[k]):
+                    entry[k] = record[k].item() if hasattr(record[k], "item") else record[k]
+            seeds.append(entry)
+        summary = {}
+        for m in METRICS:
+            v = np.array([e["metrics"][m]["value"] for e in seeds], dtype=float)
+            v = v[np.isfinite(v)]
+            summary[m] = {"mean": float(v.mean()) if len(v) else float("nan"),
+                          "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"),
+                          "min": float(v.min()) if len(v) else float("nan"),
+                          "max": float(v.max()) if len(v) else float("nan"), "n_seeds": int(len(v))}
+        entries.append({"init": str(init), "protocol": str(protocol), "label_fraction": float(fraction),
+                        "n_train_patients": seeds[0].get("n_train_patients"), "steps": seeds[0].get("steps"),
+                        "over_seeds": summary, "seeds": seeds})
     return sorted(entries, key=lambda e: (e["init"], e["protocol"], e["label_fraction"]))
 
 
@@ -122,6 +136,36 @@ def evaluate_cross_validation(cv: pd.DataFrame, cfg: Config) -> dict:
                         for m, v in per_metric.items()},
         }
     return result
+
+
+def copy_sibling_accuracy(rows: pd.DataFrame, index: pd.DataFrame) -> float | None:
+    """Accuracy of copying each film's label from another film of the same woman: what a model would score by
+    recognising the woman, under a split by image that put her other film in training.
+
+    The copied film is the other view of the same breast where there is one (it shows the same lesion), else the
+    woman's other films (their majority; ties say positive). On MIAS a woman's two films are her left and right
+    breasts, which usually carry different labels, so this scores low there; where a woman has both views of a
+    breast (CBIS-DDSM, the synthetic set) it scores high: that is what a split by image leaks.
+
+    Args:
+        rows: one row per film: ``image_id``, ``patient_id``, ``label``. index: ``image_id``, ``laterality``,
+            ``view`` per film.
+
+    Returns:
+        The accuracy over the films that have a sibling in ``rows``, or None when none has.
+    """
+    side = index.assign(image_id=index.image_id.astype(str)).set_index("image_id")[["laterality", "view"]]
+    df = rows.assign(image_id=rows.image_id.astype(str)).join(side, on="image_id")
+    hits = []
+    for _, woman in df.groupby(df.patient_id.astype(str)):
+        for i, film in woman.iterrows():
+            others = woman.drop(index=i)
+            if others.empty:
+                continue
+            same_breast = others[others.laterality == film.laterality]
+            copied = same_breast if len(same_breast) else others
+            hits.append(int(copied.label.astype(int).mean() >= 0.5) == int(film.label))
+    return float(np.mean(hits)) if hits else None
 
 
 def evaluate_by_density(predictions: pd.DataFrame, index: pd.DataFrame, models: dict, cfg: Config) -> dict | None:
@@ -164,13 +208,14 @@ def run_evaluate(cfg: Config, force: bool = False) -> Path:
     """Write ``metrics.json``, ``roc.png``, ``confusion.png``, ``label_efficiency.png``, ``by_density.png`` and
     the run's ``report.md``."""
     out = stage_dir(cfg, "evaluate", create=False)
-    key = cfg.section_hash(*SECTIONS)
+    key = stage_key(cfg, "evaluate", SECTIONS)
     if not force and is_done(out, key, ["metrics.json"]):
         log.info("stage 04 is up to date in %s", out)
         return out
     predictions = pd.read_csv(require(cfg, "finetune", "predictions.csv"), keep_default_na=False)
     finetune_dir = require(cfg, "finetune", "predictions.csv").parent
     stage_dir(cfg, "evaluate")
+    index = pd.read_csv(require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
     models = evaluate_predictions(predictions, cfg)
     curves, bands, matrices = {}, {}, {}
     for init, df in headline_predictions(predictions, cfg.task).groupby("init", sort=False):
@@ -191,11 +236,10 @@ def run_evaluate(cfg: Config, force: bool = False) -> Path:
     sweep = evaluate_sweep(predictions, cfg, _read_optional_csv(finetune_dir / "sweep.csv"))
     if sweep:
         plots.label_efficiency(pd.DataFrame([
-            {"init": e["init"], "protocol": e["protocol"], "label_fraction": e["label_fraction"],
-             **e["metrics"][LABEL_EFFICIENCY_METRIC]} for e in sweep]),
+            {"init": e["init"], "protocol": e["protocol"], "label_fraction": e["label_fraction"], "seed": s["seed"],
+             **s["metrics"][LABEL_EFFICIENCY_METRIC]} for e in sweep for s in e["seeds"]]),
             out / "label_efficiency.png", metric=LABEL_EFFICIENCY_METRIC)
 
-    index = pd.read_csv(require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
     by_density = evaluate_by_density(predictions, index, models, cfg)
     if by_density:
         plots.by_density(_long({(i, d): v for i, per in by_density.items() for d, v in per.items()},
@@ -219,6 +263,11 @@ def run_evaluate(cfg: Config, force: bool = False) -> Path:
             test = test[(test.split == "test") & (test["init"] == test["init"].iloc[0])]
             # What answering "negative" for every image scores: the floor any accuracy must be read against.
             entry["all_negative_accuracy"] = float((test["label"].astype(int) == 0).mean())
+            entry["copy_sibling_accuracy"] = copy_sibling_accuracy(test, index)
+            if entry["cross_validation"] and "skipped" not in entry["cross_validation"]:
+                everyone = task_rows(cv, task, cfg.task)
+                everyone = everyone[everyone.split == "test"].drop_duplicates("image_id")
+                entry["cv_copy_sibling_accuracy"] = copy_sibling_accuracy(everyone, index)
             tasks[task] = entry
     cross_validation = tasks.get(cfg.task, {}).get("cross_validation")
 
@@ -233,13 +282,41 @@ def run_evaluate(cfg: Config, force: bool = False) -> Path:
     return out
 
 
-def results_frame(metrics: dict) -> pd.DataFrame:
-    """One row per model: each metric as 'value [low, high]'."""
-    rows = []
-    for init, m in metrics["models"].items():
-        row = {"init": init}
-        for name, v in m["metrics"].items():
-            row[name] = v["value"] if np.isfinite(v["value"]) else np.nan
-            row[f"{name}_ci"] = (v["low"], v["high"])
-        rows.append(row)
-    return pd.DataFrame(rows)
+def load_metrics(cfg: Config) -> dict:
+    """The ``metrics.json`` written by :func:`run_evaluate`, for the stages and notebooks that read stage 04.
+
+    Raises:
+        MissingStageOutput: stage 04 has not run, or its ``metrics.json`` is not readable JSON.
+    """
+    import json
+
+    from .errors import MissingStageOutput
+    from .paths import how_to_run
+
+    path = require(cfg, "evaluate", "metrics.json")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise MissingStageOutput(f"{path} is not readable JSON. {how_to_run(cfg, 'evaluate')}") from None
+
+
+def decision_threshold(cfg: Config, init: str) -> float:
+    """The probability threshold stage 04 chose on validation (Youden's J) for the headline model of ``init``
+    and ``cfg.task``; 0.5, with a warning, when stage 04 has not run or has no such model."""
+    from .errors import MissingStageOutput
+    from .paths import how_to_run
+
+    try:
+        metrics = load_metrics(cfg)
+    except MissingStageOutput as exc:
+        log.warning("Decision threshold 0.5 for %s: %s", init, exc)
+        return 0.5
+    models = ((metrics.get("tasks") or {}).get(cfg.task) or {}).get("models")
+    if models is None and metrics.get("task") == cfg.task:  # metrics.json written before the per-task entries
+        models = metrics.get("models")
+    threshold = ((models or {}).get(init) or {}).get("threshold")
+    if not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:
+        log.warning("Decision threshold 0.5 for %s: stage 04's metrics.json has no threshold for it on task %s. "
+                    "%s", init, cfg.task, how_to_run(cfg, "evaluate"))
+        return 0.5
+    return float(threshold)

@@ -13,60 +13,43 @@ saved head plugs into :class:`~mammo_utils.models.Classifier` unchanged.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from sklearn.metrics import roc_auc_score
 
-from .config import Config
+from .devices import Placement, prepare_input, prepare_model
+from .metrics import auc_or_half
 from .models import FEATURE_DIM, normalize
-from .training import resolve_accelerator, resolve_precision, use_channels_last
 
 
-def compute_device(cfg: Config) -> torch.device:
-    """The device the sweep's small computations run on (one GPU when there is one, else the CPU)."""
-    return torch.device("cuda" if resolve_accelerator(cfg) == "gpu" and torch.cuda.is_available() else "cpu")
-
-
-def autocast_dtype(cfg: Config) -> torch.dtype | None:
-    """The autocast dtype matching the run's Lightning precision (None for full precision)."""
-    precision = resolve_precision(cfg)
-    if precision.startswith("bf16"):
-        return torch.bfloat16
-    if precision.startswith("16"):
-        return torch.float16
-    return None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """``torch.autocast`` for ``dtype``, or a no-op context for full precision."""
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+def freeze_backbone(backbone: nn.Module) -> nn.Module:
+    """Freeze a backbone for a linear probe: no gradient for any weight, and batch norm in eval mode, so it
+    normalises with the running statistics it learnt instead of each batch's (which would change the
+    features from batch to batch). Returns ``backbone``."""
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    return backbone.eval()
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, images: torch.Tensor, cfg: Config, batch_size: int = 64) -> torch.Tensor:
+def extract_features(backbone: nn.Module, images: torch.Tensor, where: Placement | None = None,
+                     batch_size: int = 64) -> torch.Tensor:
     """Frozen-backbone features of (N, 1, S, S) images in [0, 1] → (N, 2048) float32 on the CPU.
 
-    The backbone is put in eval mode: batch-norm uses its stored statistics, so the features are those the
-    head will see at test time.
+    The backbone is frozen (:func:`freeze_backbone`): batch norm uses its stored statistics, so the features
+    are those the head will see at test time. ``where`` sets device, precision and memory format (default:
+    the CPU in fp32); the backbone is handed back on the CPU, contiguous.
     """
-    device, dtype = compute_device(cfg), autocast_dtype(cfg)
-    backbone = backbone.to(device).eval()
-    channels_last = use_channels_last(cfg)
-    if channels_last:
-        backbone = backbone.to(memory_format=torch.channels_last)
+    where = where or Placement("cpu", torch.device("cpu"), "32-true", False)
+    backbone = prepare_model(freeze_backbone(backbone), where)
     out = []
     for i in range(0, len(images), batch_size):
-        x = normalize(images[i : i + batch_size].float().to(device))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, dtype):
-            out.append(backbone(x).float().cpu())
-    backbone.to(memory_format=torch.contiguous_format)
+        with where.autocast():
+            out.append(backbone(prepare_input(normalize(images[i : i + batch_size].float()), where)).float().cpu())
+    backbone.to("cpu", memory_format=torch.contiguous_format)
     return torch.cat(out) if out else torch.zeros(0, FEATURE_DIM)
 
 
@@ -78,10 +61,6 @@ class LinearProbe:
     best_epoch: int
     best_val_auc: float
     history: pd.DataFrame
-
-
-def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    return float(roc_auc_score(y, score)) if len(np.unique(y)) > 1 else 0.5
 
 
 def fit_linear_head(
@@ -121,7 +100,7 @@ def fit_linear_head(
         loss.backward()
         opt.step()
         with torch.no_grad():
-            auc = _auc(val_y_np, head(z_val).squeeze(1).numpy())
+            auc = auc_or_half(val_y_np, head(z_val).squeeze(1).numpy())
         rows.append({"epoch": epoch, "val_auc": auc, "train_loss": float(loss.detach())})
         if auc > best[0]:  # strictly better: ties keep the earlier, simpler model
             best = (auc, epoch, {k: v.clone() for k, v in head.state_dict().items()})

@@ -203,19 +203,22 @@ def subsample_patients(images: pd.DataFrame, fraction: float, seed: int = 0) -> 
     """Keep ``fraction`` of the patients in each stratum (worst label), chosen with ``seed``; all their images.
 
     Used for label-efficiency experiments: the labelled set shrinks by patients, never by images, so that a
-    woman's other views never leak into the unlabelled remainder.
+    woman's other views never leak into the unlabelled remainder. The subsets are **nested**: for one seed,
+    each stratum's patients are put in one random order and a fraction keeps the first ``round(n x fraction)``
+    of them (at least one), so the women of 10% are among those of 25%, who are among those of 50%. A curve
+    over fractions then adds labels, rather than drawing a new set of women at each point.
     """
     if fraction >= 1.0:
         return images
     if fraction <= 0:
         raise DataError(f"label fraction must be in (0, 1], got {fraction}.")
     strata = patient_strata(images)
-    rng = np.random.default_rng([seed, int(fraction * 1000)])
+    rng = np.random.default_rng(seed)
     keep: list[str] = []
     for stratum in sorted(strata.unique()):
         patients = np.array(sorted(strata.index[strata == stratum].astype(str)))
-        n = max(1, int(round(len(patients) * fraction)))
-        keep.extend(patients[rng.permutation(len(patients))[:n]])
+        order = patients[rng.permutation(len(patients))]  # drawn whatever the fraction: nested subsets
+        keep.extend(order[: max(1, int(round(len(patients) * fraction)))])
     return images[images["patient_id"].astype(str).isin(keep)]
 
 

@@ -23,6 +23,12 @@ from sklearn.metrics import (
 METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity", "f1")
 
 
+def auc_or_half(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC, or 0.5 (chance) when ``y`` holds one class only (a tiny validation split can): the model-selection
+    score of fine-tuning, which must always be a number."""
+    return float(roc_auc_score(y, score)) if len(np.unique(y)) > 1 else 0.5
+
+
 def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
     """The threshold maximising Youden's J (sensitivity + specificity - 1) on the given (validation) data."""
     y, p = np.asarray(y), np.asarray(p)

@@ -1,8 +1,10 @@
-"""One-channel ResNet-50 backbone, classifier head, and checkpoints that load safely.
+"""The networks: torchvision's ResNet-50 with a one-channel stem, a classifier head, and safe checkpoints.
 
-One-channel input (DESIGN.md): the first convolution takes one channel. With ImageNet weights its three
-RGB kernels are summed into one, which is exactly what repeating the grey channel three times would compute,
-at a third of the cost of the first layer.
+Mammograms are grey, so the first convolution takes one channel. With ImageNet weights its three RGB kernels
+are summed into one, which is exactly what repeating the grey channel three times would compute, at a third
+of the cost of the first layer. Everything else is ``torchvision.models.resnet50`` unchanged: state dicts are
+interchangeable with torchvision's. (On CPUs with bf16 instructions the trainer switches the blocks to a
+faster but equivalent implementation, :mod:`mammo_utils.fast_cpu`; nothing here depends on it.)
 """
 
 from __future__ import annotations
@@ -38,89 +40,6 @@ def imagenet_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
-def _inplace_is_slow(t: torch.Tensor) -> bool:
-    return t.dtype == torch.bfloat16 and t.device.type == "cpu"
-
-
-class _ReLUBf16(torch.autograd.Function):
-    """ReLU of a bf16 tensor as an integer clamp of its bit pattern, forward and backward.
-
-    A bf16 number with its sign bit set is a negative int16, so ``max(bits, 0)`` is ReLU (-0.0 becomes +0.0,
-    and so does a NaN with its sign bit set). PyTorch's bf16 kernels widen every element to fp32 and back;
-    the int16 ones do not (per call on layer1 of ResNet-50 at 224 px: forward 1.7-2.6x, backward 1.6x faster;
-    ``benchmarks/inplace_bf16.py``). The backward passes the gradient where the output's bits are positive,
-    which is where the output is above zero.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        out = x.view(torch.int16).clamp_min(0).view(torch.bfloat16)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (out,) = ctx.saved_tensors
-        if grad.dtype != torch.bfloat16:
-            return torch.ops.aten.threshold_backward(grad, out, 0)
-        bits = torch.ops.aten.threshold_backward(grad.view(torch.int16), out.view(torch.int16), 0)
-        return bits.view(torch.bfloat16)
-
-
-class _Fork(torch.autograd.Function):
-    """Two aliases of one tensor whose gradients are summed out of place.
-
-    Autograd sums the gradients of a tensor used twice (a block's input feeds its first convolution and the
-    shortcut) with an in-place add, which on bf16 CPU tensors is ~2x slower than an out-of-place one.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x.view_as(x), x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad_a: torch.Tensor, grad_b: torch.Tensor) -> torch.Tensor:
-        return grad_a + grad_b
-
-
-class ReLU(nn.ReLU):
-    """``nn.ReLU(inplace=True)``, except on bf16 CPU tensors, where an out-of-place integer kernel is faster.
-
-    In-place element-wise kernels on bf16 CPU tensors run 2.0-2.5x slower than out-of-place ones (PyTorch
-    2.14; ``benchmarks/inplace_bf16.py`` measures it), and under bf16 autocast every activation is bf16. On
-    fp32 the in-place kernel is the faster one, so it is kept there (and on GPUs, as torchvision does).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _ReLUBf16.apply(x) if _inplace_is_slow(x) else torch.relu_(x)
-
-
-class Bottleneck(torchvision.models.resnet.Bottleneck):
-    """torchvision's ResNet-50 block; on bf16 CPU tensors the residual add and the gradient sum at its input
-    run out of place (see :class:`ReLU` and :class:`_Fork`).
-
-    Same parameters, same outputs and gradients; state dicts are interchangeable with
-    ``torchvision.models.resnet50``.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.relu = ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        slow_inplace = _inplace_is_slow(x)
-        identity = x
-        if slow_inplace and x.requires_grad and torch.is_grad_enabled():
-            x, identity = _Fork.apply(x)
-        if self.downsample is not None:
-            identity = self.downsample(identity)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        out = out + identity if slow_inplace else out.add_(identity)
-        return self.relu(out)
-
-
 def resnet50_backbone(init: str = "random") -> nn.Module:
     """A torchvision ResNet-50 with a one-channel first convolution and no classification layer.
 
@@ -130,9 +49,7 @@ def resnet50_backbone(init: str = "random") -> nn.Module:
     Returns:
         A module mapping (B, 1, H, W) to (B, 2048) features. ``layer4[-1]`` is the Grad-CAM target layer.
     """
-    # torchvision.models.resnet50(weights=None), built with the block above.
-    net = torchvision.models.resnet.ResNet(Bottleneck, [3, 4, 6, 3])
-    net.relu = ReLU()
+    net = torchvision.models.resnet50(weights=None)
     if init == "imagenet":
         path = imagenet_weights_path()
         if not path.exists():

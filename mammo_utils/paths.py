@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -21,18 +22,9 @@ STAGES = {
     "explain": "05_gradcam",
 }
 
-STAGE_COMMANDS = {
-    "prepare": ("01_data_preparation", "prepare"),
-    "pretrain": ("02_contrastive_pretraining", "pretrain"),
-    "finetune": ("03_fine_tuning", "finetune"),
-    "evaluate": ("04_evaluation", "evaluate"),
-    "explain": ("05_gradcam", "explain"),
-}
-
-
 def run_dir(cfg: Config) -> Path:
-    """The run folder ``<runs>/<profile>-<dataset>/``."""
-    return Path(cfg.runs_dir) / f"{cfg.profile}-{cfg.dataset}"
+    """The run folder ``<runs>/<profile>-<dataset>/`` (``<profile>-<dataset>-<variant>/`` for a named variant)."""
+    return Path(cfg.runs_dir) / "-".join(filter(None, (cfg.profile, cfg.dataset, cfg.variant)))
 
 
 def stage_dir(cfg: Config, stage: str, create: bool = True) -> Path:
@@ -49,9 +41,8 @@ def stage_dir(cfg: Config, stage: str, create: bool = True) -> Path:
 
 
 def how_to_run(cfg: Config, stage: str) -> str:
-    notebook, command = STAGE_COMMANDS[stage]
     return (
-        f"Run notebook {notebook} or `python -m mammo_utils {command} --dataset {cfg.dataset} "
+        f"Run notebook {STAGES[stage]} or `python -m mammo_utils {stage} --dataset {cfg.dataset} "
         f"--profile {cfg.profile}` first."
     )
 
@@ -88,5 +79,33 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (JSON has no NaN: it becomes ``null``)."""
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_none(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy scalars
+        return finite_or_none(obj.item())
+    return obj
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Write ``obj`` as strict JSON (undefined numbers as ``null``, never ``NaN``), atomically."""
+    text = json.dumps(finite_or_none(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files :func:`atomic_write_bytes` leaves when a process is killed mid-write
+    (``.<name>.<random>.tmp``) in ``folder``; returns how many. A stage calls it when it starts."""
+    removed = 0
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            tmp.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed

@@ -11,6 +11,7 @@ from PIL import Image
 
 from .config import Config, project_root
 from .errors import MammoError
+from .methods import METHODS
 from .paths import STAGES, atomic_write_text, run_dir
 from .report import write_report
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 # (stage, file) in the order the README shows them; a missing one is skipped (e.g. no density on MIAS).
 # Figures that show mammograms are published for the synthetic data only: the real datasets' licences do not
 # let us republish their images (see data_manifests/README.md); they stay in the user's run folder.
-SHOWS_IMAGES = {"view_pairs.png", "outcome_grid_simclr.png"}
+SHOWS_IMAGES = {"view_pairs.png", *(f"outcome_grid_{m}.png" for m in METHODS)}
 FIGURES = (
     ("evaluate", "label_efficiency.png"),
     ("evaluate", "roc.png"),
@@ -27,7 +28,7 @@ FIGURES = (
     ("evaluate", "by_density.png"),
     ("pretrain", "pretrain_curves.png"),
     ("pretrain", "view_pairs.png"),
-    ("explain", "outcome_grid_simclr.png"),
+    *(("explain", f"outcome_grid_{m}.png") for m in METHODS),
     ("explain", "localization.png"),
 )
 MAX_WIDTH_PX = 1400

@@ -31,26 +31,31 @@ def results_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def _value(v: dict | None) -> str:
-    if v is None or not math.isfinite(v.get("value", float("nan"))):
-        return "n/a"
-    return f"{v['value']:.2f} [{v['low']:.2f}, {v['high']:.2f}]"
-
-
 def label_efficiency_table(metrics: dict, metric: str | None = None) -> str:
     """Markdown table of the label-efficiency sweep: one row per initialisation x protocol, one column per
-    label fraction, each cell the test metric with its 95% CI. Empty when the sweep did not run."""
+    label fraction, each cell the test metric's mean ± SD over the seeds (and the seeds' range). Empty when the
+    sweep did not run."""
     sweep = metrics.get("label_efficiency") or {}
     runs = sweep.get("runs") or []
     if not runs:
         return ""
     metric = metric or sweep.get("metric", "roc_auc")
     fractions = sorted({r["label_fraction"] for r in runs})
-    cells = {(r["init"], r["protocol"], r["label_fraction"]): r["metrics"].get(metric) for r in runs}
-    lines = [f"| {metric} (test) | " + " | ".join(f"{f:.0%} of labels" for f in fractions) + " |",
-             "|" + "---|" * (len(fractions) + 1)]
+    cells = {(r["init"], r["protocol"], r["label_fraction"]): r for r in runs}
+
+    def cell(r: dict | None) -> str:
+        s = (r or {}).get("over_seeds", {}).get(metric)
+        if not s or s.get("mean") is None or not math.isfinite(s["mean"]):
+            return "n/a"
+        sd = s.get("sd")
+        spread = f" ± {sd:.2f}" if sd is not None and math.isfinite(sd) else ""
+        women = f", {r['n_train_patients']} women" if r.get("n_train_patients") else ""
+        return f"{s['mean']:.2f}{spread} ({s['min']:.2f}–{s['max']:.2f}; {s['n_seeds']} seeds{women})"
+
+    lines = [f"| {metric} (test), mean ± SD over seeds (range) | "
+             + " | ".join(f"{f:.0%} of labels" for f in fractions) + " |", "|" + "---|" * (len(fractions) + 1)]
     for init, protocol in dict.fromkeys((r["init"], r["protocol"]) for r in runs):
-        lines.append(f"| {init}, {protocol} | " + " | ".join(_value(cells.get((init, protocol, f)))
+        lines.append(f"| {init}, {protocol} | " + " | ".join(cell(cells.get((init, protocol, f)))
                                                         for f in fractions) + " |")
     return "\n".join(lines)
 
@@ -58,11 +63,15 @@ def label_efficiency_table(metrics: dict, metric: str | None = None) -> str:
 CLAIM_METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
 WHY_DIFFERENT = (
     "Why they may differ: the paper gives one accuracy for INbreast and MIAS and names neither the task "
-    "(normal vs abnormal, or malignant vs not), nor the split (by image or by woman: a woman's second view in the "
-    "training set makes her test image easier), nor the resolution, label fraction or threshold rule. Accuracy "
-    "also rewards the majority class: the last column is what answering \"negative\" for every test image "
-    "scores. Ours are measured on a stated task, split by woman, with the threshold chosen on validation only, "
-    "after the pretraining budget of this profile, with 95% CIs over women that show how small the test set is."
+    "(normal vs abnormal, or malignant vs not), nor the split (by image or by woman), nor the resolution, label "
+    "fraction or threshold rule. A split by image puts a woman's other films in training; a model that recognises "
+    "her can then copy their label. That pays where her films share a label (two views of one breast show the "
+    "same lesion) and not where they differ: a MIAS woman's two films are her left and right breasts, which "
+    "usually carry different labels. The column \"copy a sibling\" is what copying the label of the woman's "
+    "other film scores, and \"all-negative\" what answering \"negative\" for every film scores: accuracy "
+    "rewards the majority class. Ours are measured on a stated task, split by woman, with the threshold chosen "
+    "on validation only, after the pretraining budget of this profile, with 95% CIs over women that show how "
+    "small the test set is."
 )
 
 
@@ -72,20 +81,21 @@ def claim_table(metrics: dict) -> str:
     tasks = metrics.get("tasks") or {}
     if not tasks:
         return ""
-    lines = ["| task | model | evaluated on | " + " | ".join(CLAIM_METRICS) + " | all-negative accuracy |",
-             "|" + "---|" * (len(CLAIM_METRICS) + 4)]
+    def num(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    lines = ["| task | model | evaluated on | " + " | ".join(CLAIM_METRICS)
+             + " | all-negative accuracy | copy a sibling's label |", "|" + "---|" * (len(CLAIM_METRICS) + 5)]
     for task, entry in tasks.items():
-        floor = entry.get("all_negative_accuracy")
-        floor = "n/a" if floor is None else f"{floor:.3f}"
+        floors = f"{num(entry.get('all_negative_accuracy'))} | {num(entry.get('copy_sibling_accuracy'))}"
         for init, m in entry["models"].items():
             lines.append(f"| {task} | {init} init | held-out test, {m['n_test_patients']} women | "
-                         + " | ".join(_fmt(m["metrics"].get(k)) for k in CLAIM_METRICS) + f" | {floor} |")
+                         + " | ".join(_fmt(m["metrics"].get(k)) for k in CLAIM_METRICS) + f" | {floors} |")
         cv = entry.get("cross_validation") or {}
         for init, m in ({} if "skipped" in cv else cv).items():
-            cv_floor = m.get("all_negative_accuracy")
+            cv_floors = f"{num(m.get('all_negative_accuracy'))} | {num(entry.get('cv_copy_sibling_accuracy'))}"
             lines.append(f"| {task} | {init} init | {m['n_folds']}-fold CV, {m['n_test_patients']} women | "
-                         + " | ".join(_fmt(m["pooled"].get(k)) for k in CLAIM_METRICS)
-                         + f" | {'' if cv_floor is None else f'{cv_floor:.3f}'} |")
+                         + " | ".join(_fmt(m["pooled"].get(k)) for k in CLAIM_METRICS) + f" | {cv_floors} |")
     claim = metrics.get("paper_claim") or {}
     if claim:
         lines.append(f"| not stated | paper ({claim['source'].split(',')[0]}) | INbreast and MIAS, split not stated | "
@@ -134,16 +144,18 @@ def write_report(cfg: Config) -> Path:
         table = label_efficiency_table(m)
         if table:
             parts += ["## Label efficiency", "",
-                      "Test ROC AUC [95% CI] with a fraction of the training patients labelled (stratified, "
-                      "seeded, the same patients for every model); thresholds and model selection on the full "
-                      "validation split. Figure: `04_evaluation/label_efficiency.png`.", "", table, ""]
+                      "Test ROC AUC with a fraction of the training women labelled (stratified by each woman's "
+                      "worst label, nested: the women of 10% are among those of 25%, and so on), several seeds "
+                      "per point (a seed draws the women, the data order and the new head); every full "
+                      "fine-tuning point trains the same number of optimisation steps, so a point measures "
+                      "labels, not compute; thresholds and model selection on the whole validation split. "
+                      "Figure: `04_evaluation/label_efficiency.png`.", "", table, ""]
         table = cross_validation_table(m)
         if table:
             parts += ["## Cross-validation by patient", "",
-                      "Out-of-fold test predictions pooled (each patient tested once, by a model that never saw "
-                      "them), with each fold's own validation threshold; the SimCLR backbone was pretrained on "
-                      "the manifest's training split, so in cross-validation it has seen some test images "
-                      "(without labels).", "", table, ""]
+                      "Out-of-fold test predictions pooled (each woman tested once, by a model that never saw "
+                      "her films), with each fold's own validation threshold; a self-supervised backbone is "
+                      "pretrained per fold, on that fold's training women only.", "", table, ""]
         if m.get("by_density"):
             parts += ["Metrics by breast density: `04_evaluation/by_density.png` and `by_density` in "
                       "`metrics.json`.", ""]

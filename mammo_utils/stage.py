@@ -26,6 +26,29 @@ def is_done(folder: Path, key: str, outputs: list[str]) -> bool:
         return False
 
 
+# The stages each stage reads: its key includes theirs, so a change upstream re-runs everything downstream.
+UPSTREAM = {"prepare": (), "pretrain": ("prepare",), "finetune": ("prepare", "pretrain"),
+            "evaluate": ("finetune",), "explain": ("finetune", "evaluate")}
+
+
+def stage_key(cfg: Config, stage: str, sections: tuple[str, ...]) -> str:
+    """The key a stage's ``stage.json`` records: a hash of its own settings (``sections``) and of the keys of
+    the stages it reads (:data:`UPSTREAM`, as their ``stage.json`` files record them)."""
+    import hashlib
+
+    from .paths import stage_dir
+
+    upstream = {}
+    for name in UPSTREAM[stage]:
+        marker = stage_dir(cfg, name, create=False) / "stage.json"
+        try:
+            upstream[name] = json.loads(marker.read_text()).get("key", "")
+        except (OSError, json.JSONDecodeError):
+            upstream[name] = ""  # not run yet: the stage will say so when it reads the missing output
+    blob = json.dumps({"own": cfg.section_hash(*sections), "upstream": upstream}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def mark_done(folder: Path, key: str, cfg: Config, **extra) -> None:
     """Record that the stage finished, with what is needed to reproduce it."""
     atomic_write_json(Path(folder) / "stage.json", {"key": key, **provenance(cfg), **extra})

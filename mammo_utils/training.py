@@ -1,78 +1,19 @@
-"""What pretraining and fine-tuning share: precision, memory format, the Lightning Trainer, seeding."""
+"""What pretraining and fine-tuning share: the Lightning Trainer, its logs, seeding."""
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from .config import Config, show_progress
+from .devices import placement
 
 log = logging.getLogger(__name__)
-
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 instructions (AVX-512 BF16 or AMX), so bf16 autocast pays off."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_accelerator(cfg: Config) -> str:
-    if cfg.accelerator != "auto":
-        return cfg.accelerator
-    return "gpu" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_precision(cfg: Config) -> str:
-    """``auto``: bf16-mixed on a bf16-capable CPU or GPU, 16-mixed on older GPUs, else 32-true."""
-    if cfg.precision != "auto":
-        return cfg.precision
-    if resolve_accelerator(cfg) == "gpu":
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_has_bf16() else "32-true"
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the system.
-
-    A ResNet-50 step on a CPU allocates and frees hundreds of MB of activations; by default glibc serves
-    allocations above a size threshold with fresh ``mmap`` pages and unmaps them when freed, so every step
-    page-faults all of them in again (measured: ~0.5 million faults and ~20% of the step in the kernel at
-    224 px). Raising the mmap and trim thresholds removes that; ``benchmarks/simclr_throughput.py`` measures
-    the gain. The cost: the process keeps its peak heap until it exits. Skipped where the C library is not
-    glibc, and when ``MAMMO_KEEP_FREED_MEMORY=0``. Returns True when applied.
-    """
-    import ctypes
-    import platform
-
-    if os.environ.get("MAMMO_KEEP_FREED_MEMORY", "1") == "0" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold, largest = -1, -3, 2**31 - 1
-    return bool(libc.mallopt(m_mmap_threshold, largest)) and bool(libc.mallopt(m_trim_threshold, largest))
-
-
-def cpu_speedups(cfg: Config) -> None:
-    """What a training or CAM stage sets up before it runs on the CPU (see :func:`keep_freed_memory`)."""
-    if resolve_accelerator(cfg) == "cpu" and keep_freed_memory():
-        log.debug("glibc malloc keeps freed memory (MAMMO_KEEP_FREED_MEMORY=0 turns this off)")
-
-
-def use_channels_last(cfg: Config) -> bool:
-    """channels_last helps oneDNN (CPU) and tensor-core (GPU) convolutions alike."""
-    return resolve_precision(cfg) != "32-true" or resolve_accelerator(cfg) == "gpu"
 
 
 def build_trainer(
@@ -96,22 +37,25 @@ def build_trainer(
         dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
         save_last=save_last, monitor=monitor, mode=mode, save_top_k=1 if monitor else 0,
     )
+    quiet_lightning()
+    where = placement(cfg)
     devices = cfg.devices
-    strategy = cfg.strategy
     n_devices = devices if isinstance(devices, int) else None
+    if where.bf16_on_cpu:
+        callbacks = [FastBf16Blocks(), *(callbacks or [])]
     trainer = pl.Trainer(
         default_root_dir=out,
         max_epochs=max_epochs,
         limit_train_batches=limit_batches,
         limit_val_batches=1.0 if validate else 0,
         num_sanity_val_steps=0,
-        accelerator=resolve_accelerator(cfg),
+        accelerator=where.accelerator,
         devices=devices,
         num_nodes=cfg.num_nodes,
-        strategy=strategy,
+        strategy=cfg.strategy,
         # Synchronised batch norm across GPUs (PyTorch implements it for CUDA only).
-        sync_batchnorm=bool(((n_devices and n_devices > 1) or cfg.num_nodes > 1) and resolve_accelerator(cfg) == "gpu"),
-        precision=resolve_precision(cfg),
+        sync_batchnorm=bool(((n_devices and n_devices > 1) or cfg.num_nodes > 1) and where.accelerator == "gpu"),
+        precision=where.precision,
         # One CSV version per (re)start: a resumed run appends a version instead of overwriting the history.
         logger=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tensorboard")],
         callbacks=[checkpoint, *(callbacks or [])],
@@ -121,6 +65,16 @@ def build_trainer(
         enable_progress_bar=show_progress(),
     )
     return trainer, checkpoint
+
+
+class FastBf16Blocks(pl.Callback):
+    """Switch the model's ResNet blocks to their faster bf16 CPU implementation when training starts
+    (:mod:`mammo_utils.fast_cpu`: same parameters, bit-identical outputs and gradients)."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        from .fast_cpu import use_fast_bf16_blocks
+
+        use_fast_bf16_blocks(pl_module)
 
 
 def fresh_start(out: Path) -> None:
@@ -145,3 +99,51 @@ def read_metrics(out: Path) -> pd.DataFrame:
 
 def seed_everything(seed: int) -> None:
     pl.seed_everything(seed, workers=True, verbose=False)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+class Progress:
+    """Says, for a stage made of many runs, which run is starting and about how long is left.
+
+    The estimate spreads the time spent so far over the work done so far, in the runs' own units (e.g.
+    optimisation steps), so it improves as the stage goes; it is logged (``logging``), which the terminal of
+    ``make demo`` / ``make reproduce`` shows, one line per run.
+
+    Args:
+        name: the stage, e.g. ``stage 03``. costs: one expected cost per run, in any common unit.
+    """
+
+    def __init__(self, name: str, costs: list[float]) -> None:
+        import time
+
+        self.name, self.costs, self.clock = name, [max(float(c), 1e-9) for c in costs], time.perf_counter
+        self.start, self.done = self.clock(), 0.0
+
+    def begin(self, i: int, what: str) -> None:
+        """Log the start of run ``i`` (0-based), described by ``what``."""
+        self.done = sum(self.costs[:i])
+        elapsed = self.clock() - self.start
+        left = ""
+        if self.done > 0 and i > 0:
+            remaining = sum(self.costs[i:])
+            left = f", about {_duration(elapsed * remaining / self.done)} left"
+        log.info("%s: run %d of %d, %s (%s so far%s)", self.name, i + 1, len(self.costs), what,
+                 _duration(elapsed), left)
+
+    def end(self) -> None:
+        log.info("%s: %d runs in %s", self.name, len(self.costs), _duration(self.clock() - self.start))
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up chatter (available accelerators, tips, "max_steps reached") out of the
+    output: a stage trains dozens of small models, and their progress is what a person wants to see."""
+    import warnings
+
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")

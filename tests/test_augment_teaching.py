@@ -2,7 +2,9 @@ import torch
 
 from mammo_utils.augment import simclr_views
 from mammo_utils.config import AugmentConfig
-from mammo_utils.teaching import check_nt_xent, nt_xent_reference
+from mammo_utils.teaching import solve_notebook
+from mammo_utils.teaching.pretraining import check_nt_xent
+from mammo_utils.teaching.solutions.pretraining import my_nt_xent
 
 
 def test_two_different_views_of_the_right_size_and_range():
@@ -14,12 +16,28 @@ def test_two_different_views_of_the_right_size_and_range():
     assert v1.min() >= 0 and v1.max() <= 1
 
 
-def test_reference_nt_xent_matches_lightly_and_the_check_catches_mistakes(capsys):
-    assert check_nt_xent(nt_xent_reference)
-    assert not check_nt_xent(lambda a, b, t: nt_xent_reference(a, b, t * 1.1))
-    assert "FAIL" in capsys.readouterr().out
+def test_checks_say_pass_not_yet_or_fail_with_a_hint_and_never_raise(capsys):
+    assert check_nt_xent(my_nt_xent)
+    assert capsys.readouterr().out.startswith("PASS (2.1 NT-Xent)")
+    assert not check_nt_xent(lambda a, b, t: my_nt_xent(a, b, t * 1.1))
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL (2.1 NT-Xent)") and "Hint:" in out
 
     def unfinished(a, b, t):
         raise NotImplementedError
 
     assert not check_nt_xent(unfinished)
+    assert capsys.readouterr().out.startswith("NOT YET (2.1 NT-Xent)")
+    assert not check_nt_xent(lambda a, b, t: 1 / 0)
+    assert "raised ZeroDivisionError" in capsys.readouterr().out
+
+
+def test_solving_a_notebook_swaps_each_exercise_cell_for_an_import_of_its_solutions():
+    nb = {"cells": [
+        {"cell_type": "code", "metadata": {"tags": ["exercise"]},
+         "source": ["def my_nt_xent(z0, z1, t):\n", "    raise NotImplementedError\n", "RUN_ABLATION = False\n"]},
+        {"cell_type": "code", "metadata": {}, "source": ["x = 1\n"]}]}
+    solved = solve_notebook(nb, "pretraining")
+    assert solved["cells"][0]["source"] == (
+        "from mammo_utils.teaching.solutions.pretraining import my_nt_xent, RUN_ABLATION  # noqa\n")
+    assert solved["cells"][1] == nb["cells"][1] and "def my_nt_xent" in "".join(nb["cells"][0]["source"])

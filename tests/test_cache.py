@@ -10,7 +10,7 @@ from mammo_utils.cache import cache_images, cache_key, verify_cache
 from mammo_utils.errors import DataError
 from mammo_utils.manifest import IMAGE_COLUMNS
 from mammo_utils.paths import atomic_write_bytes
-from mammo_utils.synthetic import generate_image
+from mammo_utils.synthetic_images import generate_image
 
 
 def _dataset(tmp_path, n=4):

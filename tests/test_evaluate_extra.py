@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -100,30 +101,46 @@ def test_per_row_thresholds_and_pooled_cross_validation():
     assert out["fold_mean"]["roc_auc"] == pytest.approx(np.mean([f["metrics"]["roc_auc"] for f in out["per_fold"]]))
 
 
+def _youden(y, p) -> float:
+    """Youden's threshold written out independently: the cut maximising sensitivity + specificity - 1 (the
+    highest such cut on ties)."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    cuts = np.unique(p)[::-1]
+    j = [((p >= c) & (y == 1)).sum() / (y == 1).sum() - ((p >= c) & (y == 0)).sum() / (y == 0).sum() for c in cuts]
+    return float(cuts[int(np.argmax(j))])
+
+
 def test_evaluation_scores_every_sweep_run_and_draws_the_new_figures(tiny_cfg):
-    cfg = replace(tiny_cfg, finetune=replace(tiny_cfg.finetune, inits=("random",), tasks=("abnormal",), protocols=("linear", "full"),
-                                             label_fractions=(0.5, 1.0)))
+    cfg = replace(tiny_cfg, finetune=replace(tiny_cfg.finetune, inits=("random",), tasks=("abnormal",),
+                                             protocols=("linear", "full"), label_fractions=(0.5, 1.0), sweep_seeds=2))
     run_prepare(cfg, workers=1)
     ft = run_finetune(cfg)
     ev = run_evaluate(cfg)
     metrics = json.loads((ev / "metrics.json").read_text())
     for name in ("label_efficiency.png", "by_density.png", "roc.png", "confusion.png"):
-        assert (ev / name).stat().st_size > 5000, name
+        with Image.open(ev / name) as im:
+            assert im.format == "PNG" and im.width > 300 and im.height > 200, name
     runs = metrics["label_efficiency"]["runs"]
     assert {(r["protocol"], r["label_fraction"]) for r in runs} == {("linear", 0.5), ("linear", 1.0),
                                                                     ("full", 0.5), ("full", 1.0)}
     pred = pd.read_csv(ft / "predictions.csv")
     for r in runs:
-        m = r["metrics"]
-        assert r["n_train_patients"] > 0 and set(m) == set(METRICS)
-        rows = pred[(pred.protocol == r["protocol"]) & np.isclose(pred.label_fraction, r["label_fraction"])
-                    & pred.sweep]
-        test = rows[rows.split == "test"]
-        assert m["roc_auc"]["value"] == pytest.approx(roc_auc_score(test.label, test.probability))
-        pred_t = (test.probability >= r["threshold"]).astype(int)
-        assert m["balanced_accuracy"]["value"] == pytest.approx(balanced_accuracy_score(test.label, pred_t))
-        assert m["f1"]["value"] == pytest.approx(f1_score(test.label, pred_t, zero_division=0))
-        assert all(v["low"] <= v["high"] for v in m.values() if np.isfinite(v["low"]))
+        assert [s["seed"] for s in r["seeds"]] == [0, 1]  # every point, every seed
+        for s in r["seeds"]:
+            m = s["metrics"]
+            assert s["n_train_patients"] > 0 and set(m) == set(METRICS)
+            rows = pred[(pred.protocol == r["protocol"]) & np.isclose(pred.label_fraction, r["label_fraction"])
+                        & pred.sweep & (pred.seed == s["seed"])]
+            test, val = rows[rows.split == "test"], rows[rows.split == "val"]
+            assert m["roc_auc"]["value"] == pytest.approx(roc_auc_score(test.label, test.probability))
+            assert s["threshold"] == pytest.approx(_youden(val.label, val.probability))  # chosen on validation
+            pred_t = (test.probability >= s["threshold"]).astype(int)
+            assert m["balanced_accuracy"]["value"] == pytest.approx(balanced_accuracy_score(test.label, pred_t))
+            assert m["f1"]["value"] == pytest.approx(f1_score(test.label, pred_t, zero_division=0))
+            assert all(v["low"] <= v["high"] for v in m.values() if np.isfinite(v["low"]))
+        aucs = [s["metrics"]["roc_auc"]["value"] for s in r["seeds"]]
+        assert r["over_seeds"]["roc_auc"]["mean"] == pytest.approx(np.mean(aucs))
+        assert r["over_seeds"]["roc_auc"]["sd"] == pytest.approx(np.std(aucs, ddof=1))
     # The headline model is the one stages 04's table and 05 use: still one row per init.
     assert list(metrics["models"]) == ["random"]
     headline = pred[pred.headline & (pred.split == "test")]

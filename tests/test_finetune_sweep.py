@@ -2,10 +2,12 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from mammo_utils.evaluate import run_evaluate
@@ -14,6 +16,7 @@ from mammo_utils.linear_probe import extract_features, fit_linear_head, head_pro
 from mammo_utils.manifest import assign_splits, cross_validation_split, patient_strata, subsample_patients
 from mammo_utils.models import Classifier, resnet50_backbone
 from mammo_utils.prepare import run_prepare
+from mammo_utils.pretrain import run_pretrain
 from mammo_utils.report import claim_table
 
 
@@ -43,6 +46,14 @@ def test_label_fractions_keep_whole_patients_in_every_stratum(fraction):
     assert not subsample_patients(images, fraction, seed=4).equals(kept)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_label_fractions_are_nested(seed):
+    """10% of the women are among the 25%, who are among the 50%: a curve adds labels, it does not redraw."""
+    images = _images(n_patients=97)
+    women = [set(subsample_patients(images, f, seed).patient_id) for f in (0.1, 0.25, 0.5, 1.0)]
+    assert all(a < b for a, b in zip(women, women[1:], strict=False))
+
+
 def test_cross_validation_tests_every_patient_once_and_never_trains_on_it():
     images = assign_splits(_images(), n_folds=5, seed=0)
     tested = []
@@ -57,14 +68,17 @@ def test_cross_validation_tests_every_patient_once_and_never_trains_on_it():
     assert sorted(tested) == sorted(images.patient_id.unique())  # each patient tested exactly once
 
 
-def test_linear_probe_leaves_the_backbone_untouched_and_its_head_plugs_into_the_classifier(tiny_cfg):
+def test_linear_probe_freezes_the_backbone_and_its_head_plugs_into_the_classifier(tiny_cfg):
     torch.manual_seed(0)
-    backbone = resnet50_backbone("random")
+    backbone = resnet50_backbone("random").train()
     before = {k: v.clone() for k, v in backbone.state_dict().items()}  # batch-norm statistics included
     images = torch.rand(24, 1, 32, 32)
     y = torch.tensor([0, 1] * 12)
     images[y == 1, :, 8:20, 8:20] += 0.5  # a bright square: a linearly visible class
-    feats = extract_features(backbone, images.clamp(0, 1), tiny_cfg)
+    feats = extract_features(backbone, images.clamp(0, 1))
+    assert not backbone.training and not any(p.requires_grad for p in backbone.parameters())
+    bn = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn and not any(m.training for m in bn)  # running statistics, not the batch's
     probe = fit_linear_head(feats[:16], y[:16], feats[16:], y[16:], epochs=50, lr=1e-2)
     after = backbone.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -77,87 +91,106 @@ def test_linear_probe_leaves_the_backbone_untouched_and_its_head_plugs_into_the_
 
 
 def _sweep_cfg(cfg, **finetune):
-    finetune = {"tasks": ("abnormal",), **finetune}
-    return replace(cfg, finetune=replace(cfg.finetune, inits=("random",), protocols=("linear", "full"),
-                                         label_fractions=(0.5, 1.0), **finetune))
+    finetune = {"tasks": ("abnormal",), "inits": ("random",), "protocols": ("linear", "full"),
+                "label_fractions": (0.5, 1.0), **finetune}
+    return replace(cfg, finetune=replace(cfg.finetune, **finetune))
 
 
-def test_sweep_writes_one_row_set_and_folder_per_run_beside_the_headline(tiny_cfg):
-    cfg = _sweep_cfg(tiny_cfg)
-    run_prepare(cfg, workers=1)
+def test_sweep_runs_every_point_with_each_seed_on_nested_women_and_the_same_steps(tiny_cfg):
+    cfg = _sweep_cfg(tiny_cfg, sweep_seeds=2, sweep_steps=3)
+    index = pd.read_csv(run_prepare(cfg, workers=1) / "preprocessed.csv", keep_default_na=False)
     out = run_finetune(cfg)
     pred = pd.read_csv(out / "predictions.csv")
     for column in ("image_id", "patient_id", "split", "fold", "label", "probability", "init", "protocol",
-                   "label_fraction", "headline", "run"):
+                   "label_fraction", "seed", "headline", "sweep", "run"):
         assert column in pred
-    runs = pred.groupby(["run", "protocol", "label_fraction", "headline"]).size().reset_index()
-    assert set(runs.run) == {"random", "random-linear-f0.5", "random-linear-f1", "random-full-f0.5"}
+    expected = {"random"} | {f"random-{p}-f{f:g}-s{s}" for p in ("linear", "full") for f in (0.5, 1.0) for s in (0, 1)}
+    assert set(pred.run) == expected
     head = pred[pred.headline]
-    assert set(head.run) == {"random"} and set(head.protocol) == {"full"} and set(head.label_fraction) == {1.0}
-    assert head.sweep.all()  # full at 100% is the headline run itself, not trained twice
-    n_eval = len(head)
-    assert pred.groupby("run").size().eq(n_eval).all()  # every run predicts the same val and test images
-    for name in ("random-linear-f0.5", "random-linear-f1", "random-full-f0.5"):
-        assert (out / name / "predictions.csv").exists() and (out / name / "config.json").exists()
-    assert (out / "random-full-f0.5" / "model.pt").exists() and (out / "random-linear-f0.5" / "head.pt").exists()
-    assert (out / "random" / "model.pt").exists()
-    sweep = pd.read_csv(out / "sweep.csv").set_index("run")
-    half, whole = sweep.loc["random-linear-f0.5"], sweep.loc["random-linear-f1"]
-    assert half.n_train_patients < whole.n_train_patients
+    assert set(head.run) == {"random"} and not head.sweep.any()
+    assert pred.groupby("run").size().eq(len(head)).all()  # every run predicts the same val and test images
+    for run in expected:
+        assert (out / run / "predictions.csv").exists() and (out / run / "record.json").exists()
+        assert (out / run / "model.pt").exists() == (run == "random")  # only stage 05's models are kept
+    sweep = pd.read_csv(out / "sweep.csv")
+    full = sweep[sweep.protocol == "full"]
+    assert (full.steps == 3).all()  # every point the same optimisation steps, whatever its labels
+    assert (sweep[sweep.protocol == "linear"].steps == cfg.finetune.linear_epochs).all()
+    train = index[index.split == "train"]
+    for _, runs in sweep.groupby("seed"):
+        # the women a point trained on, recounted from the manifest: nested, half of them at 50%
+        n = runs.set_index(["protocol", "label_fraction"]).n_train_patients
+        assert n[("full", 0.5)] == n[("linear", 0.5)] < n[("full", 1.0)] == train.patient_id.nunique()
     assert not (out / "cv_predictions.csv").exists()
+    rerun = (out / "random-full-f0.5-s1" / "record.json").stat().st_mtime_ns
+    run_finetune(cfg, force=True)  # a finished run is not trained again, even when the stage is re-run
+    assert (out / "random-full-f0.5-s1" / "record.json").stat().st_mtime_ns == rerun
 
 
-def test_cross_validation_predicts_each_patient_once_from_a_model_that_never_saw_it(tiny_cfg):
-    # Both tasks: the other task's headline run and folds go to <init>-<task>[-cv<k>]/.
-    cfg = replace(_sweep_cfg(tiny_cfg, cv=True, tasks=("abnormal", "malignant")),
-                  split=replace(tiny_cfg.split, n_folds=3))
-    cfg = replace(cfg, finetune=replace(cfg.finetune, protocols=()))  # the sweep is tested above
+class _PretrainingSpy(pl.Callback):
+    """Records the films each pretraining run's training loader holds."""
+
+    def __init__(self):
+        self.seen: dict[str, set] = {}
+
+    def on_train_start(self, trainer, module):
+        self.seen[Path(trainer.default_root_dir).name] = set(trainer.train_dataloader.dataset.index.image_id)
+
+
+def test_cross_validation_tests_each_woman_once_with_models_that_never_saw_her(tiny_cfg):
+    # Both tasks, and the self-supervised init: its backbone must be pretrained per fold.
+    cfg = replace(_sweep_cfg(tiny_cfg, cv=True, tasks=("abnormal", "malignant"), inits=("simclr", "random"),
+                             protocols=()), split=replace(tiny_cfg.split, n_folds=3))
     index = pd.read_csv(run_prepare(cfg, workers=1) / "preprocessed.csv", keep_default_na=False)
+    spy = _PretrainingSpy()
+    pre = run_pretrain(cfg, callbacks=[spy])
+    fold_of = dict(zip(index.image_id, index.fold, strict=True))  # the manifest's own column, not re-derived
+    assert set(spy.seen) == {"02_contrastive_pretraining", "cv0", "cv1", "cv2"}
+    for k in range(3):
+        assert (pre / f"cv{k}" / "backbone.pt").exists()
+        seen_folds = {fold_of[i] for i in spy.seen[f"cv{k}"]}
+        assert seen_folds == {0, 1, 2} - {k, (k + 1) % 3}  # no film of the tested or the validation fold
+    assert {fold_of[i] for i in spy.seen["02_contrastive_pretraining"]} == {0, 1, 2}
+    assert set(spy.seen["02_contrastive_pretraining"]) == set(index.image_id[index.split == "train"])
+
     out = run_finetune(cfg)
     cv = pd.read_csv(out / "cv_predictions.csv")
-    assert set(cv.task) == {"abnormal", "malignant"}
-    for task, prefix in (("abnormal", "random"), ("malignant", "random-malignant")):
-        rows = cv[cv.task == task]
+    assert set(cv.task) == {"abnormal", "malignant"} and set(cv.init) == {"simclr", "random"}
+    runs = pd.read_csv(out / "runs.csv")
+    for (task, init), rows in cv.groupby(["task", "init"]):
         test = rows[rows.split == "test"]
-        assert sorted(test.image_id) == sorted(index.image_id)  # every image tested exactly once
-        assert (test.fold == test.cv_fold).all()
+        assert test.image_id.value_counts().eq(1).all() and set(test.image_id) == set(index.image_id)
+        assert all(fold_of[i] == k for i, k in zip(test.image_id, test.cv_fold, strict=True))
         assert (test.label.to_numpy() == index.set_index("image_id").loc[test.image_id, task].to_numpy()).all()
         for k, fold in rows.groupby("cv_fold"):
-            val_patients = set(fold.loc[fold.split == "val", "patient_id"])
-            assert val_patients.isdisjoint(fold.loc[fold.split == "test", "patient_id"])
-            train = cross_validation_split(index, k, 3)
-            train_patients = set(train.loc[train.split == "train", "patient_id"])
-            assert train_patients.isdisjoint(fold.patient_id)
-            assert (out / f"{prefix}-cv{k}" / "model.pt").exists()
-            assert not (out / f"{prefix}-cv{k}" / "checkpoints").exists()  # model.pt is the checkpoint
+            assert {fold_of[i] for i in fold.image_id[fold.split == "val"]} == {(k + 1) % 3}
+            record = runs[(runs.role == "cv") & (runs.task == task) & (runs.init == init) & (runs.cv_fold == k)]
+            trained_on = index[~index.fold.isin([k, (k + 1) % 3])]
+            assert int(record.n_train_images.iloc[0]) == len(trained_on)
     pred = pd.read_csv(out / "predictions.csv")
-    assert not pred.get("cv_fold", pd.Series(dtype=float)).notna().any()
+    assert "cv_fold" not in pred or not pred.cv_fold.notna().any()
     head = pred[pred.headline]
-    assert set(zip(head.task, head.run, strict=True)) == {("abnormal", "random"), ("malignant", "random-malignant")}
-    assert (out / "random-malignant" / "model.pt").exists()
+    assert set(zip(head.task, head.run, strict=True)) == {
+        ("abnormal", "random"), ("malignant", "random-malignant"), ("abnormal", "simclr"),
+        ("malignant", "simclr-malignant")}
 
     metrics = json.loads((run_evaluate(cfg) / "metrics.json").read_text())
     assert list(metrics["tasks"]) == ["abnormal", "malignant"]
     assert metrics["tasks"]["abnormal"]["models"] == metrics["models"]  # the main task, as before
     for task, entry in metrics["tasks"].items():
-        test = head[(head.task == task) & (head.split == "test")]
+        test = head[(head.task == task) & (head.split == "test") & (head.init == "random")]
         assert entry["models"]["random"]["n_test_images"] == len(test)
         assert entry["all_negative_accuracy"] == pytest.approx((test.label == 0).mean())
-        assert entry["cross_validation"]["random"]["each_patient_tested_once"]
-        pooled = cv[(cv.task == task) & (cv.split == "test")]
+        pooled = cv[(cv.task == task) & (cv.split == "test") & (cv.init == "random")]
         assert entry["cross_validation"]["random"]["all_negative_accuracy"] == pytest.approx((pooled.label == 0).mean())
     table = claim_table(metrics)
-    assert "| malignant | random init | held-out test" in table and "| malignant | random init | 3-fold CV" in table
+    assert "| malignant | random init | held-out test" in table and "| malignant | simclr init | 3-fold CV" in table
     assert "0.967" in table
 
 
-def test_full_fractions_narrow_only_the_full_protocol_and_the_headline_is_one_cell(tiny_cfg):
-    from mammo_utils.label_efficiency import fractions_for, includes_headline, is_headline_cell
+def test_full_fractions_narrow_only_the_full_protocol(tiny_cfg):
+    from mammo_utils.label_efficiency import fractions_for
 
     cfg = replace(tiny_cfg, finetune=replace(tiny_cfg.finetune, label_fractions=(0.1, 0.5, 1.0),
                                              full_fractions=(0.1, 1.0)))
     assert fractions_for(cfg, "linear") == (0.1, 0.5, 1.0) and fractions_for(cfg, "full") == (0.1, 1.0)
-    assert includes_headline(cfg) and is_headline_cell(cfg, "full", 1.0)
-    assert not is_headline_cell(cfg, "linear", 1.0) and not is_headline_cell(cfg, "full", 0.1)
-    longer = replace(cfg, finetune=replace(cfg.finetune, sweep_epochs=cfg.finetune.epochs + 1))
-    assert not includes_headline(longer)  # another recipe: the 100% cell is trained again

@@ -5,6 +5,7 @@ import torchvision
 from mammo_utils.errors import CheckpointError, MammoError
 from mammo_utils.models import (
     Classifier,
+    imagenet_weights_path,
     load_backbone,
     load_classifier,
     resnet50_backbone,
@@ -20,52 +21,6 @@ def test_one_channel_backbone_and_classifier_shapes():
     with torch.no_grad():
         assert model(torch.rand(2, 1, 32, 32)).shape == (2, 1)
         assert model.backbone(torch.rand(2, 1, 32, 32)).shape == (2, 2048)
-
-
-@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
-def test_backbone_matches_torchvision_resnet50(bf16):
-    """The project's ResNet-50 (integer ReLU, out-of-place residual add and gradient sum on bf16 CPU tensors) is
-    torchvision's: same weights, bit-identical outputs and gradients."""
-    torch.manual_seed(0)
-    ours = resnet50_backbone()
-    torch.manual_seed(0)
-    ref = torchvision.models.resnet50(weights=None)
-    ref.conv1, ref.fc = ours.conv1, torch.nn.Identity()
-    assert ours.state_dict().keys() == ref.state_dict().keys()
-    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in ours.state_dict().items())
-    x = torch.rand(2, 1, 64, 64, requires_grad=True)
-    results = []
-    for model in (ours, ref):
-        model.train()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(x)
-        params = list(model.parameters())
-        grad, *param_grads = torch.autograd.grad(out.float().square().sum(), [x, *params])
-        results.append((out, grad, param_grads))
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            results[-1] += (model.eval()(x),)
-    assert results[0][0].dtype == (torch.bfloat16 if bf16 else torch.float32)
-    assert torch.equal(results[0][0], results[1][0])
-    assert torch.equal(results[0][1], results[1][1])
-    assert all(torch.equal(a, b) for a, b in zip(results[0][2], results[1][2], strict=True))
-    assert torch.equal(results[0][3], results[1][3])
-
-
-def test_bf16_relu_matches_torch_relu_on_edge_values():
-    from mammo_utils.models import ReLU
-
-    values = [0.0, -0.0, 1e-40, -1e-40, 1.5, -1.5, 3e38, -3e38, float("inf"), float("-inf"), float("nan")]
-    x = torch.tensor(values + torch.randn(1000).tolist(), dtype=torch.bfloat16).reshape(-1, 1, 1, 1)
-    x = x.expand(-1, 3, 2, 2).contiguous(memory_format=torch.channels_last).requires_grad_()
-    grad_out = torch.randn(x.shape).to(torch.bfloat16)
-    outputs, grads = [], []
-    for fn in (ReLU(), torch.nn.ReLU()):
-        out = fn(x)
-        outputs.append(out)
-        grads.append(torch.autograd.grad(out, x, grad_out)[0])
-    assert outputs[0].dtype == torch.bfloat16 and outputs[0].is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(outputs[0], outputs[1], rtol=0, atol=0, equal_nan=True)
-    assert torch.equal(grads[0], grads[1])
 
 
 def test_checkpoints_round_trip_with_weights_only(tmp_path):
@@ -93,6 +48,31 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
 
 
 def test_imagenet_weights_are_never_downloaded(monkeypatch, tmp_path):
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
     with pytest.raises(MammoError, match="not in the local torch cache"):
         resnet50_backbone("imagenet")
+
+
+def test_imagenet_weights_load_from_the_torch_cache_with_the_stem_reduced_to_one_channel(monkeypatch, tmp_path):
+    """The real loading path: a stand-in weights file where torchvision keeps its cache (TORCH_HOME)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # torch.hub.get_dir() follows TORCH_HOME again
+    torch.manual_seed(1)
+    stand_in = torchvision.models.resnet50(weights=None).state_dict()
+    path = imagenet_weights_path()
+    assert str(path).startswith(str(tmp_path)) and path.name.startswith("resnet50-")
+    path.parent.mkdir(parents=True)
+    torch.save(stand_in, path)
+    backbone = resnet50_backbone("imagenet")
+    for name, value in backbone.state_dict().items():
+        if name == "conv1.weight":  # three RGB kernels summed into one grey kernel
+            assert value.shape == (64, 1, 7, 7)
+            assert torch.allclose(value, stand_in[name].sum(dim=1, keepdim=True))
+        else:
+            assert torch.equal(value, stand_in[name]), name
+    assert "fc.weight" not in backbone.state_dict()
+    # A grey image through the one-channel stem equals the same image repeated in three channels.
+    grey = torch.rand(1, 1, 32, 32)
+    rgb_conv = torch.nn.functional.conv2d(grey.expand(-1, 3, -1, -1), stand_in["conv1.weight"], stride=2, padding=3)
+    assert torch.allclose(backbone.conv1(grey), rgb_conv, atol=1e-5)

@@ -1,7 +1,7 @@
 import numpy as np
 
 from mammo_utils.preprocess import Transform, breast_mask, lesion_mask, preprocess_image
-from mammo_utils.synthetic import generate_image
+from mammo_utils.synthetic_images import generate_image
 
 
 def _right_breast():

@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME = "cbis-ddsm"
-HAS_OFFICIAL_SPLIT = True
 FILES = {
     "mass_case_description_train_set.csv": ("mass", "train"),
     "mass_case_description_test_set.csv": ("mass", "test"),

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME = "cmmd"
-HAS_OFFICIAL_SPLIT = False
 CLINICAL_CSV = "CMMD_clinicaldata_revision.csv"
 METADATA_CSV = "metadata.csv"
 CLASSES = {"Benign": 0, "Malignant": 1}

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME = "inbreast"
-HAS_OFFICIAL_SPLIT = False
 CSV_NAME = "INbreast.csv"
 COLUMNS = ["Patient ID", "Patient age", "Laterality", "View", "Acquisition date", "File Name", "ACR", "Bi-Rads"]
 BIRADS = {"1": (0, 0), "2": (1, 0), "3": (1, 0), "4a": (1, 1), "4b": (1, 1), "4c": (1, 1), "5": (1, 1),

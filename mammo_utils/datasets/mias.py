@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME = "mias"
-HAS_OFFICIAL_SPLIT = False
 SIZE_PX = 1024
 URL = "http://peipa.essex.ac.uk/pix/mias/all-mias.tar.gz"
 ARCHIVE_NAME = "all-mias.tar.gz"

@@ -13,12 +13,11 @@ from tqdm.auto import tqdm
 from ..config import Config, show_progress
 from ..manifest import IMAGE_COLUMNS, LESION_COLUMNS, assign_splits
 from ..paths import atomic_write_bytes, atomic_write_json
-from ..synthetic import generate_patient
+from ..synthetic_images import generate_patient
 
 log = logging.getLogger(__name__)
 
 NAME = "synthetic"
-HAS_OFFICIAL_SPLIT = False
 BIRADS = {None: "1", "circumscribed": "3", "calcification": "4a", "spiculated": "5"}
 
 
