@@ -5,9 +5,10 @@ BIN := $(VENV)/bin
 DATASET ?= synthetic
 PROFILE ?= demo
 STAMP := $(VENV)/.installed
+KERNEL := $(VENV)/share/jupyter/kernels/mammo-contrastive/kernel.json
 TEST_DIR := $(CURDIR)/.test-runs
 
-.PHONY: demo test reproduce publish bench lint clean-test
+.PHONY: demo test reproduce publish bench lint lab clean-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,23 +16,32 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The notebooks' kernel: this .venv registered with Jupyter as "mammo-contrastive" (inside .venv only).
+$(KERNEL): $(STAMP)
+	$(BIN)/python -m ipykernel install --sys-prefix --name mammo-contrastive --display-name "Python (mammo-contrastive)"
+
+## lab: JupyterLab on notebooks/ with the course's kernel (creates .venv and registers the kernel when missing)
+lab: $(KERNEL)
+	$(BIN)/jupyter lab notebooks/
+
 ## demo: the five notebooks on the built-in synthetic data (profile demo), then the results table
-demo: $(STAMP)
+demo: $(KERNEL)
 	$(BIN)/python -m mammo_utils reproduce --profile demo --dataset synthetic
 
 ## reproduce: the five notebooks on DATASET at PROFILE, e.g. make reproduce DATASET=mias
-reproduce: $(STAMP)
+reproduce: $(KERNEL)
 	$(BIN)/python -m mammo_utils reproduce --profile $(PROFILE) --dataset $(DATASET)
 
 ## publish: copy runs/PROFILE-DATASET's report and figures to docs/results/ (small, committed)
 publish: $(STAMP)
 	$(BIN)/python -m mammo_utils publish --profile $(PROFILE) --dataset $(DATASET)
 
-## test: unit tests, then every notebook under nbmake at the smoke profile (in a scratch runs folder)
-test: $(STAMP)
+## test: unit tests (with every notebook run with its solutions), then every notebook as committed under nbmake
+## at the smoke profile, where each exercise must say NOT YET (in a scratch runs folder)
+test: $(KERNEL)
 	rm -rf $(TEST_DIR)
 	MAMMO_PROFILE=smoke MAMMO_DATASET=synthetic MAMMO_RUNS_DIR=$(TEST_DIR)/runs \
-	MAMMO_DATA_DIR=$${MAMMO_TEST_DATA_DIR:-$(TEST_DIR)/data} MAMMO_PROGRESS=0 \
+	MAMMO_DATA_DIR=$${MAMMO_TEST_DATA_DIR:-$(TEST_DIR)/data} MAMMO_PROGRESS=0 MAMMO_EXPECT_CHECKS="NOT YET" \
 	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider
 
 ## bench: throughput benchmarks (ratios measured side by side; never part of the tests)

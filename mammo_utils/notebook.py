@@ -35,3 +35,26 @@ def _short_errors() -> None:
     from .errors import MammoError
 
     shell.set_custom_exc((MammoError,), handler)
+
+
+KERNEL_NAME = "mammo-contrastive"  # the notebooks' kernelspec; `make lab` registers it in .venv
+
+
+def ensure_kernel() -> str:
+    """Register this Python environment as the Jupyter kernel ``mammo-contrastive`` unless it already is;
+    returns the kernel's name. ``make lab`` and ``make test`` do it through the Makefile; ``reproduce`` calls
+    this so that a conda environment without the Makefile works too."""
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+        if spec.argv and spec.argv[0] == sys.executable:
+            return KERNEL_NAME
+    except NoSuchKernel:
+        pass
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=KERNEL_NAME, display_name=f"Python ({KERNEL_NAME})", prefix=sys.prefix)
+    return KERNEL_NAME

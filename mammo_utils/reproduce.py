@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
 from .config import Config, project_root
 from .errors import MammoError
+from .notebook import ensure_kernel
 from .paths import STAGES, atomic_write_text, run_dir
 
 log = logging.getLogger(__name__)
@@ -32,13 +34,17 @@ def run_reproduce(cfg: Config, notebooks_dir: Path | None = None) -> Path:
     out = run_dir(cfg) / "notebooks"
     out.mkdir(parents=True, exist_ok=True)
     params = {"profile": cfg.profile, "dataset": cfg.dataset, "task": cfg.task, "seed": cfg.seed}
+    kernel = ensure_kernel()
+    # In the terminal, progress bars of a kernel would be re-printed line after line: the stages log one line per
+    # run and per epoch instead, and papermill passes the kernel's output through (log_output).
+    os.environ.setdefault("MAMMO_PROGRESS", "0")
     timings = {}
     for i, name in enumerate(NOTEBOOKS, 1):
         log.info("[%d/%d] %s", i, len(NOTEBOOKS), name)
         start = time.perf_counter()
         try:
-            pm.execute_notebook(src / name, out / name, parameters=params, cwd=str(src), progress_bar=True,
-                                kernel_name="python3")
+            pm.execute_notebook(src / name, out / name, parameters=params, cwd=str(src), progress_bar=False,
+                                kernel_name=kernel, log_output=True)
         except pm.PapermillExecutionError as exc:
             raise MammoError(f"Notebook {name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
                              f"(executed copy: {out / name}).") from None

@@ -43,6 +43,8 @@ def build_trainer(
     n_devices = devices if isinstance(devices, int) else None
     if where.bf16_on_cpu:
         callbacks = [FastBf16Blocks(), *(callbacks or [])]
+    if not show_progress():
+        callbacks = [*(callbacks or []), LogEpochs()]
     trainer = pl.Trainer(
         default_root_dir=out,
         max_epochs=max_epochs,
@@ -75,6 +77,24 @@ class FastBf16Blocks(pl.Callback):
         from .fast_cpu import use_fast_bf16_blocks
 
         use_fast_bf16_blocks(pl_module)
+
+
+class LogEpochs(pl.Callback):
+    """One log line per epoch (its number, the time it took, the metrics logged) where no progress bar is
+    drawn: in the terminal of ``make demo``, and in notebooks run by papermill."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import time
+
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import time
+
+        shown = {k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith(("_epoch", "knn_acc"))}
+        values = ", ".join(f"{k.removesuffix('_epoch')} {v:.3f}" for k, v in sorted(shown.items()))
+        log.info("epoch %d of %d (%.0f s)%s", trainer.current_epoch + 1, trainer.max_epochs,
+                 time.perf_counter() - self.start, f": {values}" if values else "")
 
 
 def fresh_start(out: Path) -> None:

@@ -69,9 +69,34 @@ def require_answer(value: object, what: str = "your answer") -> object:
     return value
 
 
+RESULTS: dict[str, str] = {}  # exercise -> its latest status in this kernel (for :func:`summary`)
+
+
 def _say(status: str, exercise: str, message: str) -> bool:
+    RESULTS[exercise] = status
     print(f"{status} ({exercise}): {message}")
     return status == PASS
+
+
+def summary() -> dict[str, str]:
+    """Print where each exercise of this session stands; the last cell of every notebook calls it.
+
+    When ``MAMMO_EXPECT_CHECKS`` is set (the tests set it: ``NOT YET`` for the notebooks as committed, ``PASS``
+    with the solutions filled in), an exercise in any other state stops the notebook, so a test that runs it
+    fails. A learner never sets it.
+    """
+    import os
+
+    counts = {s: sum(v == s for v in RESULTS.values()) for s in (PASS, NOT_YET, FAIL)}
+    print(f"{len(RESULTS)} exercises checked: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    for exercise, status in RESULTS.items():
+        print(f"  {status:8} {exercise}")
+    expected = os.environ.get("MAMMO_EXPECT_CHECKS")
+    if expected:
+        wrong = {e: s for e, s in RESULTS.items() if s != expected}
+        if wrong or not RESULTS:
+            raise AssertionError(f"expected every check to say {expected}; got {wrong or 'no check at all'}")
+    return dict(RESULTS)
 
 
 def show_source(obj: object) -> object:
