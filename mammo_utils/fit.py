@@ -33,6 +33,7 @@ from .devices import Placement, placement, prepare_input, prepare_model
 from .errors import DataError
 from .linear_probe import extract_features, fit_linear_head
 from .loaders import CachedImages, EpochShuffle
+from .losses import positive_class_weight
 from .metrics import auc_or_half
 from .models import Classifier
 from .training import FastBf16Blocks, quiet_lightning
@@ -166,11 +167,11 @@ def fit_full(cfg: Config, backbone: torch.nn.Module, train: pd.DataFrame, val: p
         backbone_lr_factor: the backbone's learning rate relative to the head's.
     """
     f = cfg.finetune
-    n_pos = require_both_classes(train, cfg.task, "fine-tuning")
+    require_both_classes(train, cfg.task, "fine-tuning")
     where = placement(cfg)
     batch = min(f.batch_size, len(train))
     module = FinetuneModule(Classifier(copy.deepcopy(backbone)).train(), f.lr, backbone_lr_factor, f.weight_decay,
-                            pos_weight=(len(train) - n_pos) / n_pos, max_steps=max_steps,
+                            pos_weight=positive_class_weight(train[cfg.task]), max_steps=max_steps,
                             channels_last=where.channels_last)
     loader = DataLoader(
         CachedImages(train, cfg.task, finetune_transform(cfg.image_size_px, cfg.augment)), batch_size=batch,

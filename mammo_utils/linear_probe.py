@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from .devices import Placement, prepare_input, prepare_model
+from .losses import weighted_bce
 from .metrics import auc_or_half
 from .models import FEATURE_DIM, normalize
 
@@ -87,8 +88,7 @@ def fit_linear_head(
     mean, std = train_x.mean(0), train_x.std(0, unbiased=False).clamp_min(1e-6)
     z_train, z_val = (train_x - mean) / std, (val_x - mean) / std
     y = train_y.float()
-    n_pos = float(y.sum())
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([(len(y) - n_pos) / max(n_pos, 1.0)]))
+    loss_fn = weighted_bce(train_y)
     head = nn.Linear(train_x.shape[1], 1)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     val_y_np = val_y.numpy()
