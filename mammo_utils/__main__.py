@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     p = add("prepare", "stage 01: manifest, split, preprocessed cache")
     p.add_argument("--from", dest="source", help="MIAS only: archive path or URL to download, verify and extract")
     p.add_argument("--keep-going", action="store_true", help="skip unreadable images (each one is listed)")
+    p.add_argument("--force", action="store_true", help="rebuild the manifest and figures (cached images are kept)")
     p = add("pretrain", "stage 02: SimCLR pretraining")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--force", action="store_true", help="train again even if a finished run exists")
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.add_argument("--resamples", type=int, help="bootstrap resamples of patients (evaluate.bootstrap_resamples)")
     p = add("explain", "stage 05: Grad-CAM and localization scores")
+    p.add_argument("--force", action="store_true")
     add("reproduce", "run the five notebooks in order with papermill, then print the results table")
     p = add("publish", "copy a finished run's report.md and downscaled figures into docs/results/ (committable)")
     p.add_argument("--to", dest="dest", help="destination folder (default docs/results/<profile>-<dataset>)")
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 from .datasets.mias import fetch
 
                 fetch(args.source, Path(cfg.data_dir), keep_going=args.keep_going)
-            out = run_prepare(cfg, keep_going=args.keep_going)
+            out = run_prepare(cfg, keep_going=args.keep_going, force=args.force)
         elif args.command == "pretrain":
             from .pretrain import run_pretrain
 
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "explain":
             from .explain import run_explain
 
-            out = run_explain(cfg)
+            out = run_explain(cfg, force=args.force)
         elif args.command == "publish":
             from .publish import publish_run
 

@@ -26,10 +26,6 @@ from .preprocess import PREPROCESS_VERSION, Transform, lesion_mask, preprocess_i
 
 log = logging.getLogger(__name__)
 
-TRANSFORM_FIELDS = ["orig_width", "orig_height", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "flipped", "scale",
-                    "out_size"]
-
-
 def cache_key(size_px: int) -> str:
     """Hash of every setting that changes the cached pixels."""
     blob = json.dumps({"size_px": int(size_px), "version": PREPROCESS_VERSION}, sort_keys=True)

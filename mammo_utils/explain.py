@@ -40,12 +40,11 @@ from .methods import METHODS as SELF_SUPERVISED
 from .models import load_classifier
 from .preprocess import Transform
 from .report import write_report
-from .stage import is_done, mark_done, provenance
+from .stage import is_done, mark_done, provenance, stage_key
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("dataset", "seed", "task", "image_size_px", "split", "synthetic", "augment", "pretrain", "finetune",
-            "evaluate", "explain", "precision")
+SECTIONS = ("task", "seed", "explain", "evaluate")  # and, through stage_key, everything stages 03 and 04 read
 ROAD_MAX_IMAGES = 8  # the noisy linear imputer solves one sparse system per image and threshold (~1 s at 512 px)
 CAM_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "eigencam": "EigenCAM"}  # figure titles
 
@@ -269,7 +268,7 @@ def run_explain(cfg: Config, force: bool = False) -> Path:
     """
     methods = check_methods(cfg.explain.methods)
     out_dir = paths.stage_dir(cfg, "explain", create=False)
-    key = cfg.section_hash(*SECTIONS)
+    key = stage_key(cfg, "explain", SECTIONS)
     if not force and is_done(out_dir, key, ["localization.json"]):
         log.info("stage 05 is up to date in %s", out_dir)
         return out_dir

@@ -1,6 +1,6 @@
 """The manifest: one row per image (``images.csv``) and one per finding (``lesions.csv``).
 
-Schema (DESIGN.md): ``images.csv`` has :data:`IMAGE_COLUMNS`; ``lesions.csv`` has :data:`LESION_COLUMNS`.
+Schema (``data_manifests/README.md`` tells it per dataset): ``images.csv`` has :data:`IMAGE_COLUMNS`; ``lesions.csv`` has :data:`LESION_COLUMNS`.
 ``malignant`` means "has a malignant finding" (normal images are 0); ``abnormal`` means "has any finding".
 Coordinates are in the original image's pixels, origin top-left. Splits and folds are by patient,
 stratified on the patient's worst label, seeded. Validation is always on.

@@ -8,27 +8,31 @@ from pathlib import Path
 import pandas as pd
 
 from . import plots
-from .cache import cache_images, load_arrays, load_lesion_masks
+from .cache import cache_images, cache_key, load_arrays, load_lesion_masks
 from .config import Config
 from .datasets import get_dataset
 from .manifest import save_manifest, validate
-from .paths import atomic_write_text, stage_dir
-from .stage import is_done, mark_done
+from .paths import atomic_write_text, remove_stale_temporaries, stage_dir
+from .stage import is_done, mark_done, stage_key
 
 log = logging.getLogger(__name__)
 
 SECTIONS = ("dataset", "seed", "image_size_px", "split", "synthetic", "data_dir", "cache_dir")
 
 
-def run_prepare(cfg: Config, keep_going: bool = False, workers: int | None = None) -> Path:
+def run_prepare(cfg: Config, keep_going: bool = False, workers: int | None = None, force: bool = False) -> Path:
     """Build the manifest, cache the preprocessed images and draw the gallery and class balance.
 
     Writes ``images.csv``, ``lesions.csv``, ``preprocessed.csv``, ``skipped.csv`` (when images were
     skipped), ``gallery.png`` and ``class_balance.png`` into ``runs/<profile>-<dataset>/01_data_preparation``.
+    Images already in the cache are not preprocessed again, even with ``force``.
     """
     out = stage_dir(cfg, "prepare")
-    key = cfg.section_hash(*SECTIONS)
-    if is_done(out, key, ["images.csv", "preprocessed.csv"]):
+    key = stage_key(cfg, "prepare", SECTIONS)
+    for folder in (out, Path(cfg.cache_dir) / cfg.dataset / cache_key(cfg.image_size_px)):
+        if folder.is_dir() and (removed := remove_stale_temporaries(folder)):  # left by a run killed mid-write
+            log.info("removed %d unfinished temporary file(s) from %s", removed, folder)
+    if not force and is_done(out, key, ["images.csv", "preprocessed.csv"]):
         index = pd.read_csv(out / "preprocessed.csv", keep_default_na=False)
         if all(Path(p).exists() for p in index["array_path"]):
             log.info("stage 01 is up to date in %s", out)
