@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from . import plots
 from .augment import simclr_views
 from .config import Config
-from .devices import cpu_speedups, placement
+from .devices import cpu_speedups
 from .errors import DataError
 from .loaders import CachedImages, EpochShuffle
 from .manifest import cross_validation_split
@@ -74,19 +74,10 @@ def dataloaders(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> tuple[Da
     return train_loader, monitor
 
 
-def build_module(cfg: Config, n_train_images: int | None = None):
-    """The LightningModule of ``pretrain.method`` with the run's settings."""
-    p = cfg.pretrain
-    kwargs = dict(hidden_dim=p.hidden_dim, output_dim=p.output_dim, temperature=p.temperature,
-                  optimizer=p.optimizer, lr=p.lr, weight_decay=p.weight_decay, warmup_epochs=p.warmup_epochs,
-                  batch_size=p.batch_size, knn_k=p.knn_k, channels_last=placement(cfg).channels_last)
-    if p.method == "moco":
-        from .methods.moco import queue_size
-
-        n = n_train_images if n_train_images is not None else p.memory_bank_size + p.batch_size
-        kwargs.update(memory_bank_size=queue_size(p.memory_bank_size, n, min(p.batch_size, n)),
-                      momentum=p.momentum)
-    return get_method(p.method)(**kwargs)
+def build_module(cfg: Config, n_train_images: int):
+    """The LightningModule of ``pretrain.method``, built from the run's settings."""
+    method = get_method(cfg.pretrain.method)
+    return method(**method.settings(cfg, n_train_images))
 
 
 def pretrain_one(cfg: Config, train: pd.DataFrame, val: pd.DataFrame, out: Path, key: str, resume: bool = False,

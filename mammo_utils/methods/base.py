@@ -59,6 +59,17 @@ class ContrastiveModule(pl.LightningModule):
         self._features: dict[int, list[torch.Tensor]] = {0: [], 1: []}
         self._labels: dict[int, list[torch.Tensor]] = {0: [], 1: []}
 
+    @classmethod
+    def settings(cls, cfg, n_train_images: int) -> dict:
+        """The constructor's arguments from a run's configuration (``pretrain`` section, placement). A method
+        with settings of its own extends this (see :class:`~mammo_utils.methods.moco.MoCoModule`)."""
+        from ..devices import placement
+
+        p = cfg.pretrain
+        return dict(hidden_dim=p.hidden_dim, output_dim=p.output_dim, temperature=p.temperature,
+                    optimizer=p.optimizer, lr=p.lr, weight_decay=p.weight_decay, warmup_epochs=p.warmup_epochs,
+                    batch_size=p.batch_size, knn_k=p.knn_k, channels_last=placement(cfg).channels_last)
+
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         x = normalize(x)
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x

@@ -66,6 +66,13 @@ class MoCoModule(ContrastiveModule):
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
+    @classmethod
+    def settings(cls, cfg, n_train_images: int) -> dict:
+        p = cfg.pretrain
+        batch = min(p.batch_size, n_train_images)
+        return {**super().settings(cfg, n_train_images), "momentum": p.momentum,
+                "memory_bank_size": queue_size(p.memory_bank_size, n_train_images, batch)}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 1, H, W) in [0, 1] → query projections (B, output_dim)."""
         return self.projection_head(self.embed(x))
