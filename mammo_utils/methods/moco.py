@@ -80,13 +80,13 @@ class MoCoModule(ContrastiveModule):
     @torch.no_grad()
     def forward_momentum(self, x: torch.Tensor) -> torch.Tensor:
         """Key projections from the momentum encoder (no gradient)."""
-        distributed = self.trainer is not None and self.trainer.world_size > 1
+        distributed = self._trainer is not None and self._trainer.world_size > 1  # None: used outside a Trainer
         x, shuffle = batch_shuffle(self._prep(x), distributed=distributed)
         keys = self.projection_head_momentum(self.backbone_momentum(x))
         return batch_unshuffle(keys, shuffle, distributed=distributed)
 
     def contrastive_loss(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-        steps = max(1, int(self.trainer.estimated_stepping_batches)) if self.trainer is not None else 1
+        steps = max(1, int(self._trainer.estimated_stepping_batches)) if self._trainer is not None else 1
         m = cosine_schedule(self.global_step, steps, self.hparams.momentum, 1.0)
         update_momentum(self.backbone, self.backbone_momentum, m=m)
         update_momentum(self.projection_head, self.projection_head_momentum, m=m)
