@@ -85,9 +85,16 @@ class MoCoModule(ContrastiveModule):
         keys = self.projection_head_momentum(self.backbone_momentum(x))
         return batch_unshuffle(keys, shuffle, distributed=distributed)
 
+    def current_momentum(self) -> float:
+        """The momentum :math:`m` of this step: ``momentum`` raised to 1 on a cosine schedule over training
+        (``momentum`` itself outside a Trainer)."""
+        if self._trainer is None:
+            return float(self.hparams.momentum)
+        steps = max(2, int(self._trainer.estimated_stepping_batches))
+        return float(cosine_schedule(self.global_step, steps, self.hparams.momentum, 1.0))
+
     def contrastive_loss(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-        steps = max(1, int(self._trainer.estimated_stepping_batches)) if self._trainer is not None else 1
-        m = cosine_schedule(self.global_step, steps, self.hparams.momentum, 1.0)
+        m = self.current_momentum()
         update_momentum(self.backbone, self.backbone_momentum, m=m)
         update_momentum(self.projection_head, self.projection_head_momentum, m=m)
         return self.criterion(self(x0), self.forward_momentum(x1))
