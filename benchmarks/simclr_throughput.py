@@ -1,11 +1,18 @@
 """SimCLR training-step throughput: a plain fp32 loop (as lightly's SimCLR example writes it) against the
-project's default path (Lightning, bf16-mixed + channels_last where the hardware supports it, and on a CPU
-glibc's malloc told to keep freed memory, as ``run_pretrain`` does), side by side in one run, plus the data
-loader's delivery rate. Prints image pairs per second and the ratios.
+project's path (Lightning; bf16-mixed where the hardware computes in bf16; channels_last; on a CPU glibc's
+malloc told to keep freed memory, as ``run_pretrain`` does), side by side in one run, plus the data loader's
+delivery rate. Prints the CPU's model and flags, image pairs per second and the ratios.
+
+Columns: ``plain`` (fp32, default memory format), ``project`` (what ``run_pretrain`` does on this machine),
+``project fp32`` (the path of a CPU without bf16 instructions: ``MAMMO_CPU_BF16=0``), and two ablations of
+it: without channels_last (``MAMMO_CHANNELS_LAST=0``) and with glibc's default malloc
+(``MAMMO_KEEP_FREED_MEMORY=0``). ``--isa avx2`` runs every loop as on a CPU with AVX2 only (oneDNN and ATen
+limited to AVX2 kernels, no bf16): the fp32 path most learners' laptops take.
 
 Each loop runs in a fresh Python process, so neither inherits the other's allocator state or warm caches.
 
-    python benchmarks/simclr_throughput.py [--sizes 224 128] [--batch 32] [--steps 6] [--rounds 2] [--device cpu|cuda]
+    python benchmarks/simclr_throughput.py [--sizes 224 128] [--batch 32] [--steps 6] [--rounds 2]
+                                           [--isa native|avx2] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -141,6 +148,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2,
                         help="plain/project pairs per size, alternating; the summary gives the median ratio")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--isa", choices=["native", "avx2"], default="native",
+                        help="avx2: run every loop as on a CPU with AVX2 only and no bf16 (most laptops)")
     parser.add_argument("--one", choices=["plain", "project"], help=argparse.SUPPRESS)  # a child process
     args = parser.parse_args()
     os.environ.setdefault("MAMMO_PROGRESS", "0")
@@ -163,28 +172,56 @@ def _run(args, tmp: str) -> None:
 
     def child(which: str, size: int, **env: str) -> float:
         cmd = [sys.executable, __file__, "--one", which, "--sizes", str(size), "--batch", str(args.batch),
-               "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device, "--isa", args.isa]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **env}).stdout
         return float(next(line for line in out.splitlines() if line.startswith("RATE ")).split()[1])
 
-    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
+    if args.isa == "avx2":  # every child process: kernels as on a CPU with AVX2 only, and no bf16
+        os.environ.update(ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2", MAMMO_CPU_BF16="0")
+    print(cpu_line())
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} isa={args.isa} "
           f"project: {placement(cfg).describe()}, batch={args.batch}")
-    # "without keep-freed" is the project's path with MAMMO_KEEP_FREED_MEMORY=0 (glibc's default malloc).
-    print(f"{'size':>5} {'round':>5} {'plain fp32':>11} {'project':>8} {'ratio':>7} {'without keep-freed':>19} "
-          f"{'loader':>7} {'loader/step':>12}  (image pairs/s)")
+    variants = {  # name -> environment of the child process
+        "project": {},
+        "project fp32": {"MAMMO_CPU_BF16": "0"},
+        "fp32 no channels_last": {"MAMMO_CPU_BF16": "0", "MAMMO_CHANNELS_LAST": "0"},
+        "fp32 default malloc": {"MAMMO_CPU_BF16": "0", "MAMMO_KEEP_FREED_MEMORY": "0"},
+    }
+    if args.isa == "avx2" or placement(cfg).precision == "32-true":
+        variants.pop("project fp32")  # the project's own path is the fp32 one here
+        variants = {k.replace("fp32 ", "project fp32, "): v for k, v in variants.items()}
+    names = ["plain fp32", *variants]
+    print(f"{'size':>5} {'round':>5} " + " ".join(f"{n:>22}" for n in names) + f" {'loader':>7} {'loader/step':>12}"
+          "  (image pairs/s; ratio to plain in brackets)")
     summary = []
     for size in args.sizes:
         feed = loader_rate(cfg, size, args.batch, batches=6)
-        ratios = []
+        ratios: dict[str, list[float]] = {n: [] for n in variants}
         for r in range(args.rounds):
             plain = child("plain", size)
-            ours = child("project", size)
-            default_malloc = child("project", size, MAMMO_KEEP_FREED_MEMORY="0")
-            ratios.append(ours / plain)
-            print(f"{size:>5} {r + 1:>5} {plain:>11.1f} {ours:>8.1f} {ours / plain:>6.2f}x {default_malloc:>19.1f} "
-                  f"{feed:>7.1f} {feed / ours:>11.2f}x", flush=True)
-        summary.append(f"{size} px: median ratio {statistics.median(ratios):.2f}x over {len(ratios)} round(s)")
+            rates = {n: child("project", size, **env) for n, env in variants.items()}
+            for n, v in rates.items():
+                ratios[n].append(v / plain)
+            cells = [f"{plain:>22.1f}"] + [f"{f'{v:.1f} ({v / plain:.2f}x)':>22}" for v in rates.values()]
+            print(f"{size:>5} {r + 1:>5} " + " ".join(cells) + f" {feed:>7.1f} {feed / rates['project']:>11.2f}x",
+                  flush=True)
+        summary += [f"{size} px, {n}: median ratio to plain {statistics.median(v):.2f}x over {len(v)} round(s)"
+                    for n, v in ratios.items()]
     print("\n".join(summary))
+
+
+def cpu_line() -> str:
+    """The CPU's model and the instruction-set flags that decide the speed of a CPU step."""
+    from mammo_utils.devices import cpu_flags
+
+    model = "unknown CPU"
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+    flags = [f for f in wanted if f in cpu_flags()]
+    return f"cpu={model!r} cores={os.cpu_count()} flags={' '.join(flags) or 'none of ' + ' '.join(wanted)}"
 
 
 if __name__ == "__main__":

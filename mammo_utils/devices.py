@@ -133,7 +133,11 @@ def resolve_precision(cfg: Config) -> str:
 
 
 def use_channels_last(cfg: Config) -> bool:
-    """channels_last on GPUs and CPUs (oneDNN and tensor cores prefer it); not on MPS (not measured there)."""
+    """channels_last on GPUs and CPUs (oneDNN and tensor cores prefer it); not on MPS (not measured there).
+    ``MAMMO_CHANNELS_LAST=0`` or ``1`` decides instead (the benchmark's ablation uses it)."""
+    forced = os.environ.get("MAMMO_CHANNELS_LAST")
+    if forced in ("0", "1"):
+        return forced == "1"
     return resolve_accelerator(cfg) in ("gpu", "cpu")
 
 
