@@ -21,8 +21,9 @@ from . import plots
 from .config import Config
 from .metrics import METRICS, binary_metrics, choose_threshold, metrics_with_ci, roc_band
 from .paths import atomic_write_json, require, stage_dir
+from .prepare import load_index
 from .report import write_report
-from .stage import is_done, mark_done, provenance, stage_key
+from .stage import begin, is_done, mark_done, provenance, stage_key
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +215,8 @@ def run_evaluate(cfg: Config, force: bool = False) -> Path:
         return out
     predictions = pd.read_csv(require(cfg, "finetune", "predictions.csv"), keep_default_na=False)
     finetune_dir = require(cfg, "finetune", "predictions.csv").parent
-    stage_dir(cfg, "evaluate")
-    index = pd.read_csv(require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
+    begin(cfg, "evaluate")
+    index = load_index(cfg)
     models = evaluate_predictions(predictions, cfg)
     curves, bands, matrices = {}, {}, {}
     for init, df in headline_predictions(predictions, cfg.task).groupby("init", sort=False):

@@ -24,7 +24,7 @@ from . import explain_figures as figures
 from . import paths
 from .cams import TARGET_LAYER, cam_grid_size, check_methods, compute_cams
 from .config import Config, show_progress
-from .devices import cpu_speedups, placement
+from .devices import placement
 from .errors import CheckpointError, DataError
 from .evaluate import decision_threshold, headline_predictions
 from .localization import (
@@ -38,9 +38,10 @@ from .localization import (
 from .methods import INITS
 from .methods import METHODS as SELF_SUPERVISED
 from .models import load_classifier
+from .prepare import load_index
 from .preprocess import Transform
 from .report import write_report
-from .stage import is_done, mark_done, provenance, stage_key
+from .stage import begin, is_done, mark_done, provenance, stage_key
 
 log = logging.getLogger(__name__)
 
@@ -272,10 +273,9 @@ def run_explain(cfg: Config, force: bool = False) -> Path:
     if not force and is_done(out_dir, key, ["localization.json"]):
         log.info("stage 05 is up to date in %s", out_dir)
         return out_dir
-    images = pd.read_csv(paths.require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
+    images = load_index(cfg)
     predictions = pd.read_csv(paths.require(cfg, "finetune", "predictions.csv"), keep_default_na=False)
-    paths.stage_dir(cfg, "explain")
-    cpu_speedups(cfg)
+    begin(cfg, "explain")
     inits = _finetuned_inits(cfg)
     test = _load_test_images(images, cfg)
     samples, chance = _samples(test, cfg), _chance_levels(test)

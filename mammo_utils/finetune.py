@@ -29,7 +29,7 @@ import torch
 from . import plots
 from .config import Config
 from .datasets import dataset_info
-from .devices import cpu_speedups, placement
+from .devices import placement
 from .errors import MammoError
 from .fit import FitResult, feature_table, fit_full, fit_linear, predict, prediction_rows
 from .label_efficiency import fractions_for, headline_steps, run_name, sweep_seeds, sweep_steps, sweep_table
@@ -41,11 +41,11 @@ from .paths import (
     atomic_write_json,
     atomic_write_text,
     how_to_run,
-    remove_stale_temporaries,
     require,
     stage_dir,
 )
-from .stage import is_done, mark_done, stage_key
+from .prepare import load_index
+from .stage import begin, is_done, mark_done, stage_key
 from .training import Progress, seed_everything
 
 log = logging.getLogger(__name__)
@@ -226,10 +226,8 @@ def run_finetune(cfg: Config, force: bool = False) -> Path:
     if not force and is_done(out, key, ["predictions.csv"] + (["cv_predictions.csv"] if cv else [])):
         log.info("stage 03 is up to date in %s", out)
         return out
-    index = pd.read_csv(require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
-    stage_dir(cfg, "finetune")
-    remove_stale_temporaries(out)
-    cpu_speedups(cfg)
+    index = load_index(cfg)
+    begin(cfg, "finetune")
     specs, skipped = plan_runs(cfg), []
     if "imagenet" in cfg.finetune.inits:
         try:

@@ -63,6 +63,14 @@ def run_prepare(cfg: Config, keep_going: bool = False, workers: int | None = Non
     return out
 
 
+def load_index(cfg: Config) -> pd.DataFrame:
+    """Stage 01's index of preprocessed images (``preprocessed.csv``: the manifest's columns, the cached array's
+    path and its ``Transform``), what every later stage reads; a clear error when stage 01 has not run."""
+    from .paths import require
+
+    return pd.read_csv(require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
+
+
 def draw_figures(out: Path, images: pd.DataFrame, index: pd.DataFrame, n: int = 12) -> None:
     """The gallery (abnormal images first, lesions outlined) and the class-balance chart."""
     shown = pd.concat([index[index.abnormal == 1].head(n // 2), index[index.abnormal == 0].head(n // 2)])

@@ -26,14 +26,14 @@ from torch.utils.data import DataLoader
 from . import plots
 from .augment import simclr_views
 from .config import Config
-from .devices import cpu_speedups
 from .errors import DataError
 from .loaders import CachedImages, EpochShuffle
 from .manifest import cross_validation_split
 from .methods import METHODS, get_method
 from .models import normalize, save_backbone
 from .paths import remove_stale_temporaries, require, stage_dir
-from .stage import is_done, mark_done, stage_key
+from .prepare import load_index
+from .stage import begin, is_done, mark_done, stage_key
 from .training import Progress, build_trainer, fresh_start, read_metrics, seed_everything
 
 log = logging.getLogger(__name__)
@@ -129,10 +129,8 @@ def run_pretrain(cfg: Config, resume: bool = False, force: bool = False, callbac
     if not force and is_done(out, key, outputs):
         log.info("stage 02 is up to date in %s (delete it or pass force=True to train again)", out)
         return out
-    index = pd.read_csv(require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
-    stage_dir(cfg, "pretrain")
-    remove_stale_temporaries(out)
-    cpu_speedups(cfg)
+    index = load_index(cfg)
+    begin(cfg, "pretrain")
     runs = [(None, out)] + [(k, out / f"cv{k}") for k in folds]
     if force:
         for _, folder in runs:
@@ -173,7 +171,7 @@ def embedding_figure(cfg: Config) -> Path:
 
     out = stage_dir(cfg, "pretrain")
     backbone = load_backbone(require(cfg, "pretrain", "backbone.pt"), hint=how_to_run(cfg, "pretrain"))
-    index = pd.read_csv(require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
+    index = load_index(cfg)
     index = index[index.split.isin(["train", "val"])]
     feats = embed_images(backbone, CachedImages(index).images)
     perplexity = float(max(2, min(30, (len(index) - 1) // 3)))
@@ -185,7 +183,7 @@ def embedding_figure(cfg: Config) -> Path:
 
 def view_pairs_figure(cfg: Config, n: int = 6) -> Path:
     """Pairs of contrastive views of a few training images (abnormal ones first)."""
-    index = pd.read_csv(require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
+    index = load_index(cfg)
     train = index[index.split == "train"].sort_values("abnormal", ascending=False).head(n)
     ds = CachedImages(train, transform=simclr_views(cfg.image_size_px, cfg.augment))
     torch.manual_seed(cfg.seed)

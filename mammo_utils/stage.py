@@ -29,6 +29,7 @@ def is_done(folder: Path, key: str, outputs: list[str]) -> bool:
 # The stages each stage reads: its key includes theirs, so a change upstream re-runs everything downstream.
 UPSTREAM = {"prepare": (), "pretrain": ("prepare",), "finetune": ("prepare", "pretrain"),
             "evaluate": ("finetune",), "explain": ("finetune", "evaluate")}
+UPSTREAM["protocols"] = ("prepare", "pretrain")  # the study reuses stage 02's per-fold backbones
 
 
 def stage_key(cfg: Config, stage: str, sections: tuple[str, ...]) -> str:
@@ -47,6 +48,18 @@ def stage_key(cfg: Config, stage: str, sections: tuple[str, ...]) -> str:
             upstream[name] = ""  # not run yet: the stage will say so when it reads the missing output
     blob = json.dumps({"own": cfg.section_hash(*sections), "upstream": upstream}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def begin(cfg: Config, stage: str) -> Path:
+    """What a stage does when it is going to run: create its folder, delete what a killed run left half-written
+    there, and set up the CPU (:func:`mammo_utils.devices.cpu_speedups`). Returns the folder."""
+    from .devices import cpu_speedups
+    from .paths import remove_stale_temporaries, stage_dir
+
+    out = stage_dir(cfg, stage)
+    remove_stale_temporaries(out)
+    cpu_speedups(cfg)
+    return out
 
 
 def mark_done(folder: Path, key: str, cfg: Config, **extra) -> None:
