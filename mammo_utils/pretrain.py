@@ -16,6 +16,7 @@ finished with the same settings.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,7 @@ def pretrain_one(cfg: Config, train: pd.DataFrame, val: pd.DataFrame, out: Path,
     if ckpt_path is None:
         fresh_start(out)
     trainer.fit(module, train_loader, monitor, ckpt_path=ckpt_path)
-    if trainer.global_rank == 0:
+    if trainer.global_rank == 0:  # under DDP every process runs this function; one writes the files
         save_backbone(out / "backbone.pt", module.backbone, meta={
             "method": cfg.pretrain.method, "epochs": cfg.pretrain.epochs, "seed": cfg.seed,
             "n_train_images": len(train), "n_train_patients": int(train.patient_id.nunique())})
@@ -142,9 +143,20 @@ def run_pretrain(cfg: Config, resume: bool = False, force: bool = False, callbac
         progress.begin(i, f"{cfg.pretrain.method} on {len(train)} films of {what}")
         pretrain_one(cfg, train, val, folder, key, resume=resume, callbacks=callbacks, deterministic=deterministic)
     progress.end()
+    if not _writes_files():
+        return out  # the other processes of a DDP run: process 0 writes the figure and stage.json
     plots.pretrain_curves(pd.read_csv(out / "history.csv"), out / "pretrain_curves.png")
     mark_done(out, key, cfg, folds=folds)
     return out
+
+
+def _writes_files() -> bool:
+    """Whether this process writes a stage's files: the only one, or rank 0 of a distributed run (whose process
+    group Lightning may already have torn down, so the launcher's environment is read too)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)) or 0) == 0 and \
+        int(os.environ.get("NODE_RANK", 0) or 0) == 0
 
 
 def read_history(out: Path) -> pd.DataFrame:
