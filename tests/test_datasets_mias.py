@@ -6,6 +6,8 @@ import filecmp
 import os
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from mammo_utils import manifest
@@ -47,6 +49,52 @@ def test_y_is_flipped_to_top_left_origin(built):
         assert les["cy"] == 1023 - f["y"] and les["cx"] == f["x"] and les["r"] == f["r"]
     first = circles.iloc[0]
     assert (first["cx"], first["cy"]) == (535, 598)  # mdb001: x 535, y 425 from the bottom
+
+
+# Centres of nine masses read by eye from the films themselves (grid overlays and crops of the 1024 x 1024 PGMs),
+# in pixels with the origin at the TOP-left, as the manifest stores them. Each is at least 395 px from the row
+# Info.txt's y would give without the flip (its bottom-left origin read as top-left), so a lost or doubled flip
+# misses every one by far more than the tolerance; each is within 23 px of the manifest's centre.
+HAND_CHECKED_MASSES = {
+    "mdb015": [(609, 152)],  # bright round mass high in the breast, under the pectoral edge
+    "mdb021": [(495, 900)],  # dense lobulated mass at the bottom of the breast
+    "mdb028": [(337, 699)],  # large bright malignant mass, lower left
+    "mdb132": [(232, 245), (335, 257)],  # two: an oval mass and a small round one beside it
+    "mdb134": [(470, 294)],  # bright ill-defined malignant mass, upper centre
+    "mdb202": [(560, 250)],  # spiculated malignant mass, upper centre
+    "mdb270": [(352, 92)],  # small round mass at the top edge of the breast
+    "mdb271": [(800, 745)],  # ill-defined malignant mass at the chest-wall edge, lower right
+}
+TOLERANCE_PX = 30.0  # the eye's error on a blurred mass edge, well under the smallest radius here (18 px)
+
+
+def _distances_to_hand_checked(lesions: pd.DataFrame, flip_back: bool = False) -> list[tuple[str, float]]:
+    """For each hand-checked mass, the distance (px) to the nearest lesion centre of its image in ``lesions``."""
+    out = []
+    for image_id, points in HAND_CHECKED_MASSES.items():
+        circles = lesions[(lesions["image_id"] == image_id) & (lesions["shape"] == "circle")]
+        assert len(circles) == len(points), image_id
+        cy = 1023 - circles["cy"] if flip_back else circles["cy"]
+        for x, y in points:
+            out.append((image_id, float(np.hypot(circles["cx"] - x, cy - y).min())))
+    return out
+
+
+def _assert_agrees_with_the_films(lesions: pd.DataFrame) -> None:
+    far = [(i, round(d)) for i, d in _distances_to_hand_checked(lesions) if d > TOLERANCE_PX]
+    assert not far, f"lesion centres away from the masses seen on the films (image, px): {far}"
+    # The check is decisive: the same centres with y measured from the other edge miss every mass by far.
+    assert min(d for _, d in _distances_to_hand_checked(lesions, flip_back=True)) > 10 * TOLERANCE_PX
+
+
+def test_committed_lesion_centres_are_where_the_masses_are_on_the_films():
+    _assert_agrees_with_the_films(pd.read_csv(REPO / "data_manifests" / "mias" / "lesions.csv"))
+
+
+@needs_shared
+def test_built_lesion_centres_are_where_the_masses_are_on_the_films(built):
+    _, lesions = built
+    _assert_agrees_with_the_films(lesions)
 
 
 @needs_shared

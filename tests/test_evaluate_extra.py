@@ -1,6 +1,7 @@
 """Stage 04's additions: fast patient-bootstrap metrics, sweep entries, label-efficiency and density figures."""
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -16,7 +17,7 @@ from sklearn.metrics import (
 )
 
 from mammo_utils.config import load_config
-from mammo_utils.evaluate import evaluate_cross_validation, run_evaluate
+from mammo_utils.evaluate import evaluate_cross_validation, evaluate_predictions, evaluate_sweep, run_evaluate
 from mammo_utils.finetune import run_finetune
 from mammo_utils.metrics import (
     METRICS,
@@ -26,6 +27,7 @@ from mammo_utils.metrics import (
     patient_resample_weights,
     weighted_metrics,
 )
+from mammo_utils.paths import run_dir
 from mammo_utils.prepare import run_prepare
 from mammo_utils.report import label_efficiency_table, results_table
 
@@ -82,25 +84,6 @@ def test_fast_interval_covers_the_true_auc_about_95_percent_of_the_time():
     assert hits / 40 >= 0.85  # 95% nominal; 40 trials leave room for sampling noise
 
 
-def test_per_row_thresholds_and_pooled_cross_validation():
-    folds = []
-    for k in range(3):
-        df = _sim(40, 10 + k)
-        df["patient_id"] = f"F{k}" + df["patient_id"]
-        half = df.patient_id.isin(df.patient_id.unique()[:20])
-        folds.append(df.assign(split=np.where(half, "val", "test"), cv_fold=k, init="random"))
-    cv = pd.concat(folds, ignore_index=True)
-    cfg = load_config("smoke", "synthetic", overrides=["evaluate.bootstrap_resamples=100"])
-    out = evaluate_cross_validation(cv, cfg)["random"]
-    assert out["n_folds"] == 3 and out["each_patient_tested_once"]
-    test = cv[cv.split == "test"]
-    thresholds = test.cv_fold.map({f["cv_fold"]: f["threshold"] for f in out["per_fold"]}).to_numpy()
-    pred = (test.probability.to_numpy() >= thresholds).astype(int)
-    assert out["pooled"]["accuracy"]["value"] == pytest.approx(accuracy_score(test.label, pred))
-    assert out["pooled"]["roc_auc"]["value"] == pytest.approx(roc_auc_score(test.label, test.probability))
-    assert out["fold_mean"]["roc_auc"] == pytest.approx(np.mean([f["metrics"]["roc_auc"] for f in out["per_fold"]]))
-
-
 def _youden(y, p) -> float:
     """Youden's threshold written out independently: the cut maximising sensitivity + specificity - 1 (the
     highest such cut on ties)."""
@@ -108,6 +91,105 @@ def _youden(y, p) -> float:
     cuts = np.unique(p)[::-1]
     j = [((p >= c) & (y == 1)).sum() / (y == 1).sum() - ((p >= c) & (y == 0)).sum() / (y == 0).sum() for c in cuts]
     return float(cuts[int(np.argmax(j))])
+
+
+def _shifted(seed: int, shift: float, n_patients: int = 30, prefix: str = "") -> pd.DataFrame:
+    """Validation and test predictions of one model whose scores drift upwards by ``shift`` on test: the cut
+    that best separates the classes on validation (Youden) is not the one that would on test, so a threshold
+    chosen on test, or on both splits pooled, gives other numbers. Two films per woman."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for split, drift in (("val", 0.0), ("test", shift)):
+        for w in range(n_patients):
+            label = int(w % 3 == 0)
+            for view in ("CC", "MLO"):
+                prob = float(np.clip(0.3 + 0.2 * label + drift + rng.normal(0, 0.06), 0.01, 0.99))
+                rows.append(dict(image_id=f"{prefix}{split}{w}{view}", patient_id=f"{prefix}{split}{w}", split=split,
+                                 label=label, probability=prob))
+    return pd.DataFrame(rows)
+
+
+def _assert_scored_at_the_validation_threshold(entry: dict, df: pd.DataFrame) -> None:
+    """``entry`` (threshold and metrics of one run) was scored on ``df``'s test rows at the Youden threshold of
+    its validation rows, recomputed here; the case is one where the test's own Youden threshold differs."""
+    val, test = df[df.split == "val"], df[df.split == "test"]
+    chosen = _youden(val.label, val.probability)
+    assert abs(_youden(test.label, test.probability) - chosen) > 0.1  # choosing on test would be caught
+    assert entry["threshold"] == pytest.approx(chosen)
+    decision = (test.probability >= chosen).astype(int)
+    m = entry["metrics"]
+    values = {k: (v["value"] if isinstance(v, dict) else v) for k, v in m.items()}
+    assert values["accuracy"] == pytest.approx(accuracy_score(test.label, decision))
+    assert values["sensitivity"] == pytest.approx(decision[test.label == 1].mean())
+    assert values["specificity"] == pytest.approx(1 - decision[test.label == 0].mean())
+    assert values["roc_auc"] == pytest.approx(roc_auc_score(test.label, test.probability))
+
+
+def _cfg():
+    return load_config("smoke", "synthetic", overrides=["evaluate.bootstrap_resamples=100"])
+
+
+def test_headline_thresholds_are_youden_on_validation_not_on_test():
+    cfg = _cfg()
+    pred = pd.concat([_shifted(1, 0.25).assign(init="simclr"), _shifted(2, 0.3).assign(init="random")],
+                     ignore_index=True).assign(task=cfg.task, headline=True, sweep=False)
+    models = evaluate_predictions(pred, cfg)
+    assert list(models) == ["simclr", "random"]
+    for init, df in pred.groupby("init"):
+        _assert_scored_at_the_validation_threshold(models[init], df)
+        assert models[init]["n_test_patients"] == df.patient_id[df.split == "test"].nunique()
+
+
+def test_sweep_thresholds_are_youden_on_each_seeds_own_validation():
+    cfg = _cfg()
+    parts = []
+    for fraction in (0.5, 1.0):
+        for seed, shift in ((0, 0.2), (1, 0.35)):  # each seed drifts differently: a shared threshold is caught
+            df = _shifted(10 * seed + int(fraction * 10), shift)
+            parts.append(df.assign(init="random", protocol="full", label_fraction=fraction, seed=seed,
+                                   run=f"random-full-f{fraction:g}-s{seed}"))
+    pred = pd.concat(parts, ignore_index=True).assign(task=cfg.task, headline=False, sweep=True)
+    entries = evaluate_sweep(pred, cfg)
+    assert [(e["protocol"], e["label_fraction"]) for e in entries] == [("full", 0.5), ("full", 1.0)]
+    for e in entries:
+        assert [s["seed"] for s in e["seeds"]] == [0, 1]
+        for s in e["seeds"]:
+            run = pred[np.isclose(pred.label_fraction, e["label_fraction"]) & (pred.seed == s["seed"])]
+            _assert_scored_at_the_validation_threshold(s, run)
+
+
+def test_cross_validation_thresholds_are_each_folds_own_validation_youden():
+    cfg = _cfg()
+    folds = [_shifted(20 + k, shift, prefix=f"F{k}").assign(cv_fold=k, init="random")
+             for k, shift in enumerate((0.2, 0.3, 0.4))]
+    cv = pd.concat(folds, ignore_index=True)
+    out = evaluate_cross_validation(cv, cfg)["random"]
+    assert out["n_folds"] == 3 and [f["cv_fold"] for f in out["per_fold"]] == [0, 1, 2]
+    for f, df in zip(out["per_fold"], folds, strict=True):
+        _assert_scored_at_the_validation_threshold(f, df)
+    # Pooled: every test row once, each at its own fold's validation threshold (recomputed, not read back).
+    test = cv[cv.split == "test"]
+    own = test.cv_fold.map({k: _youden(d.label[d.split == "val"], d.probability[d.split == "val"])
+                            for k, d in enumerate(folds)})
+    decision = (test.probability >= own).astype(int)
+    assert out["pooled"]["accuracy"]["value"] == pytest.approx(accuracy_score(test.label, decision))
+    assert out["pooled"]["balanced_accuracy"]["value"] == pytest.approx(balanced_accuracy_score(test.label, decision))
+    assert out["pooled"]["roc_auc"]["value"] == pytest.approx(roc_auc_score(test.label, test.probability))
+    assert out["n_test_patients"] == test.patient_id.nunique() == 90
+    assert out["all_negative_accuracy"] == pytest.approx((test.label == 0).mean())
+    per_fold_auc = [roc_auc_score(d.label[d.split == "test"], d.probability[d.split == "test"]) for d in folds]
+    assert out["fold_mean"]["roc_auc"] == pytest.approx(np.mean(per_fold_auc))
+    assert out["fold_sd"]["roc_auc"] == pytest.approx(np.std(per_fold_auc, ddof=1))
+
+
+def test_cross_validation_flags_a_woman_tested_in_two_folds():
+    cfg = _cfg()
+    folds = [_shifted(30 + k, 0.2, n_patients=12, prefix=f"F{k}").assign(cv_fold=k, init="random")
+             for k in range(3)]
+    assert evaluate_cross_validation(pd.concat(folds, ignore_index=True), cfg)["random"]["each_patient_tested_once"]
+    leak = folds[0][folds[0].split == "test"].head(2).assign(cv_fold=1)  # fold 0's first test woman, again in 1
+    leaky = pd.concat([*folds, leak], ignore_index=True)
+    assert not evaluate_cross_validation(leaky, cfg)["random"]["each_patient_tested_once"]
 
 
 def test_evaluation_scores_every_sweep_run_and_draws_the_new_figures(tiny_cfg):
@@ -120,6 +202,8 @@ def test_evaluation_scores_every_sweep_run_and_draws_the_new_figures(tiny_cfg):
     for name in ("label_efficiency.png", "by_density.png", "roc.png", "confusion.png"):
         with Image.open(ev / name) as im:
             assert im.format == "PNG" and im.width > 300 and im.height > 200, name
+            pixels = np.asarray(im.convert("L"), dtype=float)
+        assert (pixels < 128).mean() > 0.005, name  # something is drawn on the white canvas
     runs = metrics["label_efficiency"]["runs"]
     assert {(r["protocol"], r["label_fraction"]) for r in runs} == {("linear", 0.5), ("linear", 1.0),
                                                                     ("full", 0.5), ("full", 1.0)}
@@ -137,7 +221,7 @@ def test_evaluation_scores_every_sweep_run_and_draws_the_new_figures(tiny_cfg):
             pred_t = (test.probability >= s["threshold"]).astype(int)
             assert m["balanced_accuracy"]["value"] == pytest.approx(balanced_accuracy_score(test.label, pred_t))
             assert m["f1"]["value"] == pytest.approx(f1_score(test.label, pred_t, zero_division=0))
-            assert all(v["low"] <= v["high"] for v in m.values() if np.isfinite(v["low"]))
+            assert all(v["low"] <= v["high"] for v in m.values() if v["low"] is not None)
         aucs = [s["metrics"]["roc_auc"]["value"] for s in r["seeds"]]
         assert r["over_seeds"]["roc_auc"]["mean"] == pytest.approx(np.mean(aucs))
         assert r["over_seeds"]["roc_auc"]["sd"] == pytest.approx(np.std(aucs, ddof=1))
@@ -145,7 +229,46 @@ def test_evaluation_scores_every_sweep_run_and_draws_the_new_figures(tiny_cfg):
     assert list(metrics["models"]) == ["random"]
     headline = pred[pred.headline & (pred.split == "test")]
     assert metrics["models"]["random"]["n_test_images"] == len(headline)
-    assert set(metrics["by_density"]["random"]) <= {"A", "B", "C", "D"}
-    assert "| random init" in results_table(metrics)
-    table = label_efficiency_table(metrics)
-    assert "random, linear" in table and "50% of labels" in table
+    index = pd.read_csv(run_dir(cfg) / "01_data_preparation" / "preprocessed.csv", keep_default_na=False)
+    density = dict(zip(index.image_id, index.density.astype(str), strict=True))
+    for d, entry in metrics["by_density"]["random"].items():
+        assert d in {"A", "B", "C", "D"}
+        assert entry["n_test_images"] == sum(density[i] == d for i in headline.image_id)
+
+    # The tables print the numbers recomputed here with scikit-learn from the predictions (to their decimals).
+    rows, header = _table(results_table(metrics))
+    val = pred[pred.headline & (pred.split == "val")]
+    decision = (headline.probability >= _youden(val.label, val.probability)).astype(int)
+    expected = {"accuracy": accuracy_score(headline.label, decision),
+                "balanced_accuracy": balanced_accuracy_score(headline.label, decision),
+                "roc_auc": roc_auc_score(headline.label, headline.probability),
+                "sensitivity": decision[headline.label == 1].mean(),
+                "specificity": 1 - decision[headline.label == 0].mean()}
+    for name, cell in zip(header[1:], rows["random init, fine-tuned"], strict=True):
+        value, low, high = map(float, re.fullmatch(r"([\d.]+) \[([\d.]+), ([\d.]+)\]", cell).groups())
+        assert abs(value - expected[name]) <= 5e-4 + 1e-9 and low <= value <= high, name
+    rows, header = _table(label_efficiency_table(metrics))
+    assert header[1:] == ["50% of labels", "100% of labels"] and set(rows) == {"random, linear", "random, full"}
+    n_train_women = index.patient_id[index.split == "train"].nunique()
+    for row, cells in rows.items():
+        protocol = row.split(", ")[1]
+        for fraction, cell in zip((0.5, 1.0), cells, strict=True):
+            aucs = []
+            for seed in (0, 1):
+                test = pred[(pred.protocol == protocol) & np.isclose(pred.label_fraction, fraction) & pred.sweep
+                            & (pred.seed == seed) & (pred.split == "test")]
+                aucs.append(roc_auc_score(test.label, test.probability))
+            found = re.fullmatch(r"([\d.]+) ± ([\d.]+) \(([\d.]+)–([\d.]+); 2 seeds, (\d+) women\)", cell)
+            assert found, cell
+            mean, sd, low, high = map(float, found.groups()[:4])
+            for shown, true in ((mean, np.mean(aucs)), (sd, np.std(aucs, ddof=1)), (low, min(aucs)), (high, max(aucs))):
+                assert abs(shown - true) <= 5e-3 + 1e-9, (row, fraction, cell)
+            women = int(found.group(5))
+            assert women == n_train_women if fraction == 1.0 else 0 < women < n_train_women
+
+
+def _table(markdown: str) -> tuple[dict[str, list[str]], list[str]]:
+    """A markdown table as ``({first cell: the other cells}, header cells)``."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in markdown.splitlines()
+            if line.startswith("|")]
+    return {r[0]: r[1:] for r in rows[2:]}, rows[0]

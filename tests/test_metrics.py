@@ -43,6 +43,17 @@ def test_threshold_from_validation_separates_a_separable_set():
     assert 0.3 < t <= 0.7
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_threshold_is_youdens_cut_written_out(seed):
+    """The cut maximising sensitivity + specificity - 1 over every distinct score (the highest on ties), as a
+    reader would compute it by hand; one decimal gives many tied scores."""
+    df = _sim(40, seed)
+    y, p = df.label.to_numpy(), df.probability.round(1).to_numpy()
+    cuts = np.unique(p)[::-1]
+    j = [(p[y == 1] >= c).mean() - (p[y == 0] >= c).mean() for c in cuts]
+    assert choose_threshold(y, p) == pytest.approx(cuts[int(np.argmax(j))])
+
+
 def test_bootstrap_interval_covers_the_true_auc_about_95_percent_of_the_time():
     # The population AUC of two unit normals 1 apart is Phi(1/sqrt(2)) = 0.7602. The interval under test is
     # the one every reported number carries (metrics_with_ci, 1,000 patient resamples).

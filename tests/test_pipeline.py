@@ -1,17 +1,21 @@
 """Stages 01–04 end to end on a tiny synthetic run, plus the clear messages when a stage is missing."""
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
 from mammo_utils.__main__ import main
 from mammo_utils.cache import verify_cache
 from mammo_utils.errors import MissingStageOutput
 from mammo_utils.evaluate import run_evaluate
 from mammo_utils.finetune import run_finetune
+from mammo_utils.models import load_backbone
 from mammo_utils.paths import run_dir
 from mammo_utils.prepare import run_prepare
 from mammo_utils.pretrain import run_pretrain
@@ -27,34 +31,93 @@ def test_missing_earlier_stage_names_what_to_run(tiny_cfg):
         run_pretrain(tiny_cfg)
 
 
+def _youden(y, p) -> float:
+    """Youden's threshold written out (the highest cut maximising sensitivity + specificity - 1)."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    cuts = np.unique(p)[::-1]
+    j = [((p >= c) & (y == 1)).sum() / (y == 1).sum() - ((p >= c) & (y == 0)).sum() / (y == 0).sum() for c in cuts]
+    return float(cuts[int(np.argmax(j))])
+
+
+def _table(markdown: str, first_cell: str) -> dict[str, list[str]]:
+    """The rows of the markdown table in ``markdown`` whose header starts with ``first_cell``."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_cell} |"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return {r[0]: dict(zip(rows[0][1:], r[1:], strict=True)) for r in rows[2:]}
+
+
+def _png(path) -> np.ndarray:
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width >= 300 and im.height >= 200, path
+        return np.asarray(im.convert("L"), dtype=float)
+
+
 def test_stages_run_end_to_end_and_skip_when_unchanged(tiny_cfg):
     out = run_prepare(tiny_cfg, workers=1)
     index = pd.read_csv(out / "preprocessed.csv", keep_default_na=False)
     assert len(index) == 48 and not verify_cache(index)
     assert (index.lesion_path != "").sum() == index.abnormal.sum()
-    assert (out / "gallery.png").stat().st_size > 1000
+    assert _png(out / "gallery.png").std() > 20  # mammograms on a background, not an empty canvas
     stamp = (out / "stage.json").stat().st_mtime_ns
     run_prepare(tiny_cfg, workers=1)
     assert (out / "stage.json").stat().st_mtime_ns == stamp  # unchanged settings: not run again
 
     pre = run_pretrain(tiny_cfg)
     history = pd.read_csv(pre / "history.csv")
+    assert list(history.epoch) == list(range(tiny_cfg.pretrain.epochs))
     assert np.isfinite(history["train_loss_epoch"]).all()
-    assert (pre / "backbone.pt").exists() and (pre / "checkpoints" / "last.ckpt").exists()
+    # backbone.pt holds the weights training ended with (those of the last checkpoint), not the initial ones.
+    saved = load_backbone(pre / "backbone.pt").state_dict()
+    last = torch.load(pre / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    trained = {k.removeprefix("backbone."): v for k, v in last.items() if k.startswith("backbone.")}
+    assert trained.keys() == saved.keys() and all(torch.equal(saved[k], v) for k, v in trained.items())
 
     ft = run_finetune(tiny_cfg)
     pred = pd.read_csv(ft / "predictions.csv")
     assert set(pred.init) == {"simclr", "random"}
     assert set(pred.split) == {"val", "test"} and pred.probability.between(0, 1).all()
+    headline = pred[pred.headline & (pred.task == tiny_cfg.task)]  # the main task's headline run per init
+    for _, rows in headline.groupby("init"):
+        for split in ("val", "test"):  # every image of the split, once, with its own label
+            part = rows[rows.split == split].set_index("image_id")
+            truth = index[index.split == split].set_index("image_id")[tiny_cfg.task]
+            assert sorted(part.index) == sorted(truth.index)
+            assert (part.label == truth.loc[part.index]).all()
 
     ev = run_evaluate(tiny_cfg)
     metrics = json.loads((ev / "metrics.json").read_text())
-    for init in ("simclr", "random"):
-        m = metrics["models"][init]["metrics"]["roc_auc"]
-        assert m["low"] <= m["value"] <= m["high"]
-    assert metrics["paper_claim"]["accuracy"] == 0.967 and metrics["versions"]["torch"]
     report = (run_dir(tiny_cfg) / "report.md").read_text()
-    assert "| simclr init" in report and "## Provenance" in report and '"pretrain"' in report
+    table = _table(report, "model")
+    for init in ("simclr", "random"):
+        # metrics.json: scikit-learn on the test predictions at the validation split's Youden threshold
+        rows = headline[headline.init == init]
+        val, test = rows[rows.split == "val"], rows[rows.split == "test"]
+        threshold = _youden(val.label, val.probability)
+        decision = (test.probability >= threshold).astype(int)
+        m = metrics["models"][init]
+        assert m["threshold"] == pytest.approx(threshold)
+        expected = {"accuracy": accuracy_score(test.label, decision),
+                    "balanced_accuracy": balanced_accuracy_score(test.label, decision),
+                    "roc_auc": roc_auc_score(test.label, test.probability),
+                    "sensitivity": decision[test.label == 1].mean(),
+                    "specificity": 1 - decision[test.label == 0].mean()}
+        for name, value in expected.items():
+            entry = m["metrics"][name]
+            assert entry["value"] == pytest.approx(value) and entry["low"] <= entry["value"] <= entry["high"], name
+            # report.md prints the same numbers, to three decimals
+            assert table[f"{init} init, fine-tuned"][name] == (
+                f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"), name
+    assert metrics["paper_claim"]["accuracy"] == 0.967 and metrics["versions"]["torch"]
+    # The configuration printed in the report is the run's own (folders made relative to the project).
+    config = json.loads(report.split("```json", 1)[1].split("```", 1)[0])
+    assert config["pretrain"] == metrics["config"]["pretrain"] == json.loads(json.dumps(asdict(tiny_cfg.pretrain)))
+    assert config["seed"] == tiny_cfg.seed and config["task"] == tiny_cfg.task
+    assert not [k for k, v in config.items() if k.endswith("_dir") and str(v).startswith("/")]  # no machine paths
 
     # publish: the report and downscaled figures only, links rewritten to the folder's own files
     dest = publish_run(tiny_cfg, tiny_cfg_dir(tiny_cfg) / "published")
