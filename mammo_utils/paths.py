@@ -20,6 +20,7 @@ STAGES = {
     "finetune": "03_fine_tuning",
     "evaluate": "04_evaluation",
     "explain": "05_gradcam",
+    "protocols": "06_protocols",
 }
 
 def run_dir(cfg: Config) -> Path:

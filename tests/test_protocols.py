@@ -1,0 +1,297 @@
+"""The protocol study: each arm's split has exactly the leak it is meant to have and no other (and a split broken
+on purpose is caught), the choices on validation and on test, the metrics against scikit-learn, the patches and
+their controls, and the stage end to end on a tiny synthetic run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+
+from mammo_utils.config import load_config
+from mammo_utils.manifest import assign_splits
+from mammo_utils.protocols import probe, splits
+from mammo_utils.protocols.arms import plan_arms, split_arm
+from mammo_utils.protocols.crossval import ProbeSettings, run_logistic
+from mammo_utils.protocols.patches import (
+    PatchPlan,
+    bright_spots,
+    centre_contrast,
+    cut,
+    lesion_sites,
+    site_patches,
+)
+from mammo_utils.protocols.scoring import nearest_train_similarity, over_seeds, pooled_metrics
+
+N_FOLDS, VAL_SHARE = 5, 0.25
+ARMS = {a.name: a for a in plan_arms((1, 2, 4, 8))}
+
+
+def films(n_women: int = 60, seed: int = 0) -> pd.DataFrame:
+    """Two films per woman (left, right) with labels that often differ, folds dealt by woman as `prepare` does."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for w in range(n_women):
+        for side in "LR":
+            label = int(rng.random() < 0.35)
+            rows.append({"image_id": f"w{w:03d}{side}", "patient_id": f"w{w:03d}", "abnormal": label,
+                         "malignant": 0, "split": "", "fold": -1})
+    table = assign_splits(pd.DataFrame(rows), n_folds=N_FOLDS, seed=seed)
+    return table.assign(item_id=table.image_id, label=table.abnormal)
+
+
+def copies(table: pd.DataFrame, k: int) -> pd.DataFrame:
+    return pd.concat([table.assign(item_id=table.image_id + f"~{c}", copy=c) for c in range(k)], ignore_index=True)
+
+
+def patches(table: pd.DataFrame, per_site: int = 4, size: int = 32) -> pd.DataFrame:
+    """``per_site`` overlapping patches (shifted by up to a quarter side) around one site of each film."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for r in table.itertuples():
+        for j in range(per_site):
+            dx, dy = rng.uniform(-size / 4, size / 4, 2)
+            rows.append({"item_id": f"{r.image_id}-p{j}", "image_id": r.image_id, "patient_id": r.patient_id,
+                         "label": r.label, "fold": r.fold, "x": 500 + dx, "y": 500 + dy, "size_px": size})
+    return pd.DataFrame(rows)
+
+
+def profiles(arm_name: str, items: pd.DataFrame, seeds=(0, 1)) -> list[dict]:
+    arm = ARMS[arm_name]
+    out = []
+    for seed in seeds:
+        split = split_arm(arm, items, N_FOLDS, seed)
+        for k in range(N_FOLDS):
+            out.append(splits.leak_profile(split, splits.fold_roles(split, k, arm.unit, seed, VAL_SHARE)))
+    return out
+
+
+def leak_free_of_women(ps: list[dict]) -> bool:
+    return all(p["women_in_train_and_test"] == 0 and p["test_share_woman_in_train"] == 0 for p in ps)
+
+
+# --- each arm's split: exactly its leak, no other -------------------------------------------------------------
+
+
+def test_a0_no_woman_in_two_folds_and_every_woman_tested_once():
+    table = films()
+    ps = profiles("A0", table)
+    assert leak_free_of_women(ps) and all(p["test_share_film_in_train"] == 0 for p in ps)
+    split = split_arm(ARMS["A0"], table, N_FOLDS, 0)
+    assert split.groupby("patient_id")["fold"].nunique().max() == 1
+    assert sorted(split.fold.unique()) == list(range(N_FOLDS))
+    assert sum(p["n_test"] for p in ps[:N_FOLDS]) == len(table)  # each film tested once per seed
+
+
+def test_a1_splits_by_film_so_women_straddle_but_no_film_is_in_two_places():
+    ps = profiles("A1", films())
+    assert np.mean([p["women_in_train_and_test"] for p in ps]) > 3
+    assert all(p["test_share_film_in_train"] == 0 for p in ps)  # one item per film: no twin
+    split = split_arm(ARMS["A1"], films(), N_FOLDS, 0)
+    assert split.image_id.is_unique and split.groupby("fold").size().between(23, 25).all()
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+def test_a2_twin_share_matches_its_construction(k):
+    table = copies(films(100), k)
+    ps = profiles(f"A2 K={k}", table, seeds=(0, 1, 2))
+    measured = np.average([p["test_share_film_in_train"] for p in ps], weights=[p["n_test"] for p in ps])
+    expected = splits.expected_twin_share(k, N_FOLDS, VAL_SHARE)
+    assert measured == pytest.approx(expected, abs=0.05)
+    if k == 1:
+        assert measured == 0
+
+
+def test_a3a_puts_overlapping_patches_of_one_spot_in_train_and_test():
+    ps = profiles("A3a", patches(films()))
+    assert np.mean([p["test_share_overlapping_train"] for p in ps]) > 0.9
+    assert np.mean([p["women_in_train_and_test"] for p in ps]) > 0
+
+
+def test_a3b_keeps_each_womans_patches_in_one_fold():
+    items = patches(films())
+    ps = profiles("A3b", items)
+    assert leak_free_of_women(ps) and all(p["test_share_overlapping_train"] == 0 for p in ps)
+    assert split_arm(ARMS["A3b"], items, N_FOLDS, 3).groupby("patient_id")["fold"].nunique().max() == 1
+
+
+def test_a4_and_a5_choose_on_test_and_only_there():
+    table = films(30)
+    assert (split_arm(ARMS["A4"], table, N_FOLDS, 7).fold == split_arm(ARMS["A0"], table, N_FOLDS, 7).fold).all()
+    assert leak_free_of_women(profiles("A4", table))
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(len(table), 16)) + table.label.to_numpy()[:, None] * 0.5
+    settings = ProbeSettings(1.0, (2, 10), n_configurations=4)
+    for name, chosen_on in (("A0", "validation"), ("A4", "test")):
+        run = run_logistic(ARMS[name], split_arm(ARMS[name], table, N_FOLDS, 0), lambda k: feats, 0, N_FOLDS,
+                           VAL_SHARE, settings)
+        assert {f["chosen_on"] for f in run.folds} == {chosen_on}
+        assert {f["n_configurations"] for f in run.folds} == {4 if chosen_on == "test" else 2}
+        assert sorted(run.rows.item_id) == sorted(table.item_id)
+    a5 = ARMS["A5"]
+    assert a5.select_on_test and a5.copies == 8 and a5.unit == "item_id"
+
+
+# --- a split broken on purpose is caught by the same measurements --------------------------------------------
+
+
+def test_a_broken_split_fails_the_property_its_arm_is_held_to():
+    table = films()
+    broken_a0 = splits.folds_by(table, "image_id", N_FOLDS, 0)  # "by woman" done by film
+    ps = [splits.leak_profile(broken_a0, splits.fold_roles(broken_a0, k, "patient_id", 0, VAL_SHARE))
+          for k in range(N_FOLDS)]
+    assert not leak_free_of_women(ps)
+    items = patches(table)
+    broken_a3b = splits.folds_by(items, "item_id", N_FOLDS, 0)  # "by woman" done by patch
+    ps = [splits.leak_profile(broken_a3b, splits.fold_roles(broken_a3b, k, "patient_id", 0, VAL_SHARE))
+          for k in range(N_FOLDS)]
+    assert np.mean([p["test_share_overlapping_train"] for p in ps]) > 0.5
+    twins = copies(table, 4)
+    broken_a2 = splits.folds_by(twins, "image_id", N_FOLDS, 0)  # copies kept together: no twin leak at all
+    ps = [splits.leak_profile(broken_a2, splits.fold_roles(broken_a2, k, "image_id", 0, VAL_SHARE))
+          for k in range(N_FOLDS)]
+    assert np.mean([p["test_share_film_in_train"] for p in ps]) < splits.expected_twin_share(4, N_FOLDS, VAL_SHARE) / 2
+
+
+def test_validation_is_drawn_by_unit_from_the_other_folds():
+    table = copies(films(), 4)
+    split = split_arm(ARMS["A0"], table, N_FOLDS, 0)
+    role = splits.fold_roles(split, 2, "patient_id", 5, VAL_SHARE)
+    assert set(split.fold[role == "test"]) == {2}
+    val_women = set(split.patient_id[role == "val"])
+    assert not val_women & set(split.patient_id[role != "val"])
+    assert len(val_women) == pytest.approx(0.25 * split.patient_id[role != "test"].nunique(), abs=2)
+    assert not role.equals(splits.fold_roles(split, 2, "patient_id", 6, VAL_SHARE))  # the seed draws anew
+
+
+# --- choices, metrics, fingerprint -------------------------------------------------------------------------------
+
+
+def test_best_accuracy_threshold_is_the_best_of_every_cut():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        y = rng.integers(0, 2, 40)
+        p = np.round(rng.random(40), 1)  # ties
+        threshold, acc = probe.best_accuracy_threshold(y, p)
+        brute = max(accuracy_score(y, p >= t) for t in np.r_[np.unique(p), 2.0])
+        assert acc == pytest.approx(brute) and accuracy_score(y, p >= threshold) == pytest.approx(acc)
+
+
+def test_validation_choice_uses_validation_only_and_test_choice_uses_test():
+    y_val, y_test = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+    path = {2: {"val": np.array([0.4, 0.3, 0.6, 0.7]), "test": np.array([0.9, 0.1, 0.8, 0.2])},
+            5: {"val": np.array([0.6, 0.3, 0.4, 0.7]), "test": np.array([0.1, 0.9, 0.2, 0.8])}}
+    assert probe.choose_on_validation(path, y_val, seed=0).iterations == 2  # val AUC 1.0 vs 0.75
+    choice = probe.choose_on_test({0: path}, y_test)
+    assert choice.iterations == 5 and choice.chosen_on == "test" and choice.n_configurations == 2
+
+
+def test_pooled_metrics_are_scikit_learns_with_each_folds_threshold():
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"patient_id": np.repeat(np.arange(30), 2).astype(str), "label": rng.integers(0, 2, 60),
+                         "probability": rng.random(60), "threshold": np.repeat([0.3, 0.5, 0.6], 20)})
+    m = pooled_metrics(rows, n_resamples=50, level=0.95, seed=0)
+    pred = rows.probability >= rows.threshold
+    assert m["accuracy"]["value"] == pytest.approx(accuracy_score(rows.label, pred))
+    assert m["balanced_accuracy"]["value"] == pytest.approx(balanced_accuracy_score(rows.label, pred))
+    assert m["roc_auc"]["value"] == pytest.approx(roc_auc_score(rows.label, rows.probability))
+    assert all(m[k]["low"] <= m[k]["value"] <= m[k]["high"] for k in m)
+    summary = over_seeds([m, m])
+    assert summary["accuracy"]["mean"] == pytest.approx(m["accuracy"]["value"]) and summary["accuracy"]["sd"] == 0
+
+
+def test_a_twin_sits_at_similarity_one_in_the_fingerprint():
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(20, 8))
+    test = np.vstack([train[3] * 2.0, rng.normal(size=(1, 8))])  # a scaled copy, and a stranger
+    s = nearest_train_similarity(train, test)
+    assert s[0] == pytest.approx(1.0) and s[1] < 0.95
+
+
+def test_logistic_path_stops_where_asked_and_learns_a_separable_task():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 30)
+    x = rng.normal(size=(60, 10)) + y[:, None]
+    path = probe.logistic_path(x, y, {"test": x}, 1.0, (1, 50), seed=0)
+    assert set(path) == {1, 50} and roc_auc_score(y, path[50]["test"]) > 0.9
+
+
+# --- patches and controls -----------------------------------------------------------------------------------------
+
+
+def test_lesion_sites_take_circles_boxes_and_masks_and_skip_unlocated_findings():
+    images = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "abnormal": [1, 1, 1, 0]})
+    nan = float("nan")
+    lesions = pd.DataFrame([
+        {"image_id": "a", "shape": "circle", "cx": 10, "cy": 20, "r": 5, "x0": 5, "y0": 15, "x1": 15, "y1": 25},
+        {"image_id": "b", "shape": "box", "cx": nan, "cy": nan, "r": nan, "x0": 0, "y0": 0, "x1": 10, "y1": 4},
+        {"image_id": "c", "shape": "none", "cx": nan, "cy": nan, "r": nan, "x0": nan, "y0": nan, "x1": nan,
+         "y1": nan}])
+    sites = lesion_sites(images, lesions).set_index("image_id")
+    assert list(sites.index) == ["a", "b"]
+    assert tuple(sites.loc["a"]) == (10, 20, 5) and tuple(sites.loc["b"]) == (5, 2, 5)
+
+
+def test_patches_stay_in_the_film_and_are_shifted_at_most_the_jitter():
+    pixels = np.zeros((200, 300), np.float32)
+    plan = PatchPlan(size_px=40, patches_per_site=20)
+    for patch, x, y in site_patches(pixels, 100, 100, plan, np.random.default_rng(0)):
+        assert patch.shape == (40, 40) and abs(x - 100) <= 11 and abs(y - 100) <= 11
+    patch, x, y = cut(pixels, 5, 195, 40)  # at a corner: moved inside
+    assert patch.shape == (40, 40) and (x, y) == (20, 180)
+
+
+def test_bright_spots_lie_on_bright_tissue_and_the_centre_cue_sees_a_centred_blob():
+    yy, xx = np.mgrid[:256, :256]
+    film = np.where((xx - 128) ** 2 + (yy - 128) ** 2 < 110**2, 0.3, 0.0).astype(np.float32)
+    film += 0.6 * np.exp(-((xx - 150) ** 2 + (yy - 120) ** 2) / 50.0)
+    (x, y), = bright_spots(film, 1, 32, np.random.default_rng(0))
+    assert abs(x - 150) <= 3 and abs(y - 120) <= 3
+    centred, off = cut(film, 150, 120, 32)[0], cut(film, 150 + 14, 120 + 14, 32)[0]
+    contrast = centre_contrast(np.stack([centred, off]))
+    assert contrast[0] > contrast[1]
+
+
+# --- configuration and the stage --------------------------------------------------------------------------------
+
+
+def test_the_study_runs_by_default_where_the_dataset_is_cross_validated():
+    assert load_config("demo", "mias").protocols.enabled and load_config("smoke", "mias").protocols.enabled
+    assert not load_config("demo", "synthetic").protocols.enabled
+    assert not load_config("demo", "cbis-ddsm").protocols.enabled
+    demo = load_config("demo", "mias").protocols
+    assert demo.seeds >= 5 and demo.copies == (1, 2, 4, 8)
+    cfg = load_config("smoke", "synthetic", overrides=["protocols.copies=8,2", "protocols.enabled=true"])
+    assert cfg.protocols.copies == (2, 8) and cfg.protocols.enabled
+
+
+def test_the_stage_writes_its_table_figures_and_strict_json(tiny_cfg):
+    from dataclasses import replace
+
+    from mammo_utils.prepare import run_prepare
+    from mammo_utils.pretrain import run_pretrain
+    from mammo_utils.protocols import run_protocols
+
+    cfg = replace(tiny_cfg, protocols=replace(tiny_cfg.protocols, seeds=2, copies=(1, 2), patch_size_px=16,
+                                              cnn_size_px=32, cnn_copies=2))
+    run_prepare(cfg, workers=1)
+    run_pretrain(cfg)
+    out = run_protocols(cfg)
+    for name in ("protocols.json", "protocols.md", "protocols.csv", "protocols.png", "fingerprint.png"):
+        assert (out / name).stat().st_size > 100, name
+    summary = json.loads((out / "protocols.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    arms = {(r["model"], r["arm"], r["init"]) for r in summary["results"]}
+    assert {("logistic", a, "random") for a in ("A0", "A1", "A2 K=1", "A2 K=2", "A3a", "A3b", "A4", "A5")} <= arms
+    assert ("cnn", "A0", "random") in arms and ("cnn", "A2 K=2", "random") in arms
+    # no per-fold SimCLR backbones on synthetic at smoke: those rows are left out, with the reason
+    assert {s["init"] for s in summary["skipped"]} == {"simclr"} and summary["skipped"][0]["reason"]
+    a0 = next(r for r in summary["results"] if r["arm"] == "A0" and r["model"] == "logistic")
+    assert a0["leak"]["women_in_train_and_test"] == 0 and len(a0["seeds"]) == 2
+    table = (out / "protocols.md").read_text()
+    assert "paper's claim" in table and "**A0** (honest)" in table
+    stamp = (out / "stage.json").stat().st_mtime_ns
+    run_protocols(cfg)
+    assert (out / "stage.json").stat().st_mtime_ns == stamp  # unchanged settings: not run again
