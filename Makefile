@@ -32,6 +32,14 @@ demo: $(KERNEL)
 reproduce: $(KERNEL)
 	$(BIN)/python -m mammo_utils reproduce --profile $(PROFILE) --dataset $(DATASET)
 
+## protocols: the protocol study on DATASET at PROFILE (what each split protocol does to the number), e.g.
+## make protocols DATASET=mias; stages 01 and 02 run first where they have not (each skips itself when done)
+.PHONY: protocols
+protocols: $(STAMP)
+	$(BIN)/python -m mammo_utils prepare --profile $(PROFILE) --dataset $(DATASET)
+	$(BIN)/python -m mammo_utils pretrain --profile $(PROFILE) --dataset $(DATASET)
+	$(BIN)/python -m mammo_utils protocols --profile $(PROFILE) --dataset $(DATASET)
+
 ## publish: copy runs/PROFILE-DATASET's report and figures to docs/results/ (small, committed)
 publish: $(STAMP)
 	$(BIN)/python -m mammo_utils publish --profile $(PROFILE) --dataset $(DATASET)
@@ -43,6 +51,11 @@ test: $(KERNEL)
 	MAMMO_PROFILE=smoke MAMMO_DATASET=synthetic MAMMO_RUNS_DIR=$(TEST_DIR)/runs \
 	MAMMO_DATA_DIR=$${MAMMO_TEST_DATA_DIR:-$(TEST_DIR)/data} MAMMO_PROGRESS=0 MAMMO_EXPECT_CHECKS="NOT YET" \
 	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider
+
+## course: the executed notebooks of the synthetic demo into docs/course/ (outputs kept, figures downscaled)
+.PHONY: course
+course: demo
+	$(BIN)/python -m mammo_utils course --profile demo --dataset synthetic
 
 ## bench: throughput benchmarks (ratios measured side by side; never part of the tests)
 bench: $(STAMP)

@@ -46,8 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     p = add("explain", "stage 05: Grad-CAM and localization scores")
     p.add_argument("--force", action="store_true")
     add("reproduce", "run the five notebooks in order with papermill, then print the results table")
+    p = add("protocols", "stage 06: what each split protocol does to the number (A0 honest ... A5 leaks combined)")
+    p.add_argument("--force", action="store_true", help="run the study again (cached features and backbones are kept)")
     p = add("publish", "copy a finished run's report.md and downscaled figures into docs/results/ (committable)")
     p.add_argument("--to", dest="dest", help="destination folder (default docs/results/<profile>-<dataset>)")
+    p = add("course", "copy a finished reproduce's executed notebooks into docs/course/ (outputs kept, committable)")
+    p.add_argument("--to", dest="dest", help="destination folder (default docs/course)")
     return parser
 
 
@@ -95,10 +99,19 @@ def main(argv: list[str] | None = None) -> int:
             from .explain import run_explain
 
             out = run_explain(cfg, force=args.force)
+        elif args.command == "protocols":
+            from .protocols import run_protocols
+
+            out = run_protocols(cfg, force=args.force)
+            print((out / "protocols.md").read_text())
         elif args.command == "publish":
             from .publish import publish_run
 
             out = publish_run(cfg, Path(args.dest) if args.dest else None)
+        elif args.command == "course":
+            from .publish import publish_course
+
+            out = publish_course(cfg, Path(args.dest) if args.dest else None)
         else:
             from .reproduce import run_reproduce
 

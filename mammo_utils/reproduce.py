@@ -1,4 +1,4 @@
-"""Run the five notebooks in order with papermill into ``runs/<profile>-<dataset>/notebooks/``."""
+"""Run the notebooks in order with papermill into ``runs/<profile>-<dataset>/notebooks/``."""
 
 from __future__ import annotations
 
@@ -38,8 +38,20 @@ def run_reproduce(cfg: Config, notebooks_dir: Path | None = None) -> Path:
     # In the terminal, progress bars of a kernel would be re-printed line after line: the stages log one line per
     # run and per epoch instead, and papermill passes the kernel's output through (log_output).
     os.environ.setdefault("MAMMO_PROGRESS", "0")
+    from .config import REDUCED_DEMO
+    from .devices import placement
+
+    log.info("%s on %s at %s: %s; budget %s%s", cfg.dataset, placement(cfg).describe(), cfg.profile,
+             f"pretrain {cfg.pretrain.epochs} epochs, fine-tune {cfg.finetune.epochs} epochs", cfg.budget,
+             f" (fp32 on a CPU: {', '.join(f'{k}={v}' for k, v in REDUCED_DEMO.items())}; --set budget=standard "
+             "for the full demo)" if cfg.budget == "reduced" else "")
     timings = {}
     for i, name in enumerate(NOTEBOOKS, 1):
+        if name == f"{STAGES['protocols']}.ipynb" and not cfg.protocols.enabled:
+            # The protocol study runs when protocols.enabled (smoke on MIAS / INbreast; `make protocols` alone).
+            log.info("[%d/%d] %s skipped: the protocol study is off for %s (--set protocols.enabled=true runs it)",
+                     i, len(NOTEBOOKS), name, cfg.dataset)
+            continue
         log.info("[%d/%d] %s", i, len(NOTEBOOKS), name)
         start = time.perf_counter()
         try:
