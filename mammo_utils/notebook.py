@@ -15,7 +15,7 @@ def setup_notebook(cfg: Config) -> Config:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _short_errors()
     print(f"profile={cfg.profile} dataset={cfg.dataset} task={cfg.task} seed={cfg.seed} "
-          f"image_size_px={cfg.image_size_px}\nrun folder: {run_dir(cfg)}")
+          f"image_size_px={cfg.image_size_px} budget={cfg.budget}\nrun folder: {run_dir(cfg)}")
     return cfg
 
 

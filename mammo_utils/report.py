@@ -192,6 +192,12 @@ def _provenance(root: Path) -> list[str]:
     machine = hw.get("cpu", m.get("processor", "?")) + (f", {hw['cpu_count']} cores" if hw.get("cpu_count") else "")
     if hw.get("gpu"):
         machine += f", GPU {hw['gpu']}"
+    config = m.get("config", {})
+    budget = config.get("budget", "standard")
+    precision = hw.get("precision") or config.get("precision", "?")
+    lines.append(f"- Budget: {budget}" + (
+        " (a CPU computing in fp32: config.REDUCED_DEMO's fewer epochs and steps, so the demo fits the machine)"
+        if budget == "reduced" else "") + f"; precision {precision}")
     lines += [f"- Machine: {machine}",
               f"- git revision `{m.get('git_revision')}`, seed {m.get('seed')}",
               "- Versions: " + ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items()), "",

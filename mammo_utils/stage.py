@@ -112,6 +112,10 @@ def hardware() -> dict:
 
 
 def provenance(cfg: Config) -> dict:
+    from .devices import cpu_flags, placement
+
+    info = {**hardware(), "placement": placement(cfg).describe(), "precision": placement(cfg).precision,
+            "cpu_bf16_flags": sorted({"avx512_bf16", "amx_bf16"} & cpu_flags())}
     return {"config": cfg.to_dict(), "seed": cfg.seed, "git_revision": git_revision(), "versions": versions(),
             "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            "hardware": hardware()}
+            "hardware": info}

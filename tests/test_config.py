@@ -43,3 +43,28 @@ def test_section_hash_changes_only_with_its_sections():
     b = load_config("smoke", overrides=["finetune.epochs=5"])
     assert a.section_hash("pretrain") == b.section_hash("pretrain")
     assert a.section_hash("finetune") != b.section_hash("finetune")
+
+
+def test_the_demo_budget_follows_the_precision_and_the_user_s_settings_win(monkeypatch):
+    """fp32 on a CPU gets the reduced demo (REDUCED_DEMO), bf16 the standard one; an explicit setting wins."""
+    from mammo_utils import devices
+    from mammo_utils.config import REDUCED_DEMO
+
+    for var in ("MAMMO_PROFILE", "MAMMO_DATASET", "MAMMO_OVERRIDES", "MAMMO_PRECISION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(devices, "cuda_available", lambda: False)
+    monkeypatch.setattr(devices, "mps_available", lambda: False)
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    standard = load_config("demo", "synthetic")
+    assert standard.budget == "standard"
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    reduced = load_config("demo", "synthetic")
+    assert reduced.budget == "reduced"
+    assert reduced.pretrain.epochs == int(REDUCED_DEMO["pretrain.epochs"]) < standard.pretrain.epochs
+    assert reduced.finetune.epochs == int(REDUCED_DEMO["finetune.epochs"]) < standard.finetune.epochs
+    assert load_config("demo", "synthetic", overrides=["pretrain.epochs=9"]).pretrain.epochs == 9
+    assert load_config("demo", "synthetic", overrides=["budget=standard"]).pretrain.epochs == standard.pretrain.epochs
+    assert load_config("demo", "synthetic", precision="bf16-mixed").budget == "standard"
+    assert load_config("smoke", "synthetic").budget == "standard"
+    with pytest.raises(ConfigError, match="budget"):
+        load_config("demo", "synthetic", overrides=["budget=tiny"])
