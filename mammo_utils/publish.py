@@ -65,3 +65,89 @@ def publish_run(cfg: Config, dest: Path | None = None) -> Path:
     tmp.rename(dest)
     log.info("published %d figures and report.md to %s", len(shown), dest)
     return dest
+
+
+COURSE_IMAGE_WIDTH_PX = 900  # figures in the course copies: enough to read on GitHub, small enough to commit
+DROPPED_OUTPUTS = ("application/vnd.jupyter.widget-view+json",)  # progress widgets do not render off a kernel
+
+
+def _shrink_png(data: str) -> str:
+    """A base64 PNG made at most COURSE_IMAGE_WIDTH_PX wide (returned as it was if already narrower)."""
+    import base64
+    import io
+
+    with Image.open(io.BytesIO(base64.b64decode(data))) as im:
+        if im.width <= COURSE_IMAGE_WIDTH_PX:
+            return data
+        im = im.resize((COURSE_IMAGE_WIDTH_PX, round(im.height * COURSE_IMAGE_WIDTH_PX / im.width)), Image.LANCZOS)
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, format="PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _scrub(text: str, roots: list[str]) -> str:
+    """Paths of this machine written as the project-relative ones a reader would see in their checkout."""
+    for root in roots:
+        text = text.replace(root + "/", "").replace(root, ".")
+    return text
+
+
+def course_copy(nb: dict, roots: list[str]) -> dict:
+    """One executed notebook made fit to publish: outputs kept, figures downscaled, widget outputs dropped,
+    this machine's paths made relative, execution metadata (timestamps) removed."""
+    for cell in nb["cells"]:
+        cell.get("metadata", {}).pop("execution", None)
+        cell.get("metadata", {}).pop("papermill", None)
+        if cell["cell_type"] != "code":
+            continue
+        kept = []
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            for mime in DROPPED_OUTPUTS:
+                data.pop(mime, None)
+            if "data" in out and not data:
+                continue
+            if "image/png" in data:
+                data["image/png"] = _shrink_png(data["image/png"])
+            for mime, value in list(data.items()):
+                if mime.startswith("text/"):
+                    data[mime] = _scrub("".join(value) if isinstance(value, list) else value, roots)
+            if "text" in out:
+                out["text"] = _scrub("".join(out["text"]) if isinstance(out["text"], list) else out["text"], roots)
+            if "traceback" in out:
+                out["traceback"] = [_scrub(line, roots) for line in out["traceback"]]
+            kept.append(out)
+        cell["outputs"] = kept
+    nb.get("metadata", {}).pop("papermill", None)
+    return nb
+
+
+def publish_course(cfg: Config, dest: Path | None = None) -> Path:
+    """Copy the executed notebooks of a finished ``reproduce`` (``runs/<profile>-<dataset>/notebooks/``) into
+    ``dest`` (default ``docs/course/``) as :func:`course_copy` makes them, with a README listing them."""
+    import json
+
+    src = run_dir(cfg) / "notebooks"
+    executed = sorted(src.glob("[0-9][0-9]_*.ipynb"))
+    if not executed:
+        raise MammoError(f"No executed notebooks in {src}. Run `python -m mammo_utils reproduce --profile "
+                         f"{cfg.profile} --dataset {cfg.dataset}` (make demo) first.")
+    dest = Path(dest or project_root() / "docs" / "course")
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    roots = sorted({str(project_root()), str(run_dir(cfg).parent.parent), str(Path.home())}, key=len, reverse=True)
+    lines = [f"# The course, executed ({cfg.profile} profile, {cfg.dataset} data)", "",
+             "Read-only copies of `notebooks/` run top to bottom by `make course`, outputs kept and figures "
+             "downscaled, so every figure can be seen without running anything. The exercises are as committed "
+             "(each check says NOT YET). To run them yourself: `make lab` (README, *Follow the course*).", ""]
+    for path in executed:
+        nb = course_copy(json.loads(path.read_text()), roots)
+        atomic_write_text(tmp / path.name, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        lines.append(f"- [{path.stem}]({path.name})")
+    atomic_write_text(tmp / "README.md", "\n".join(lines) + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    size = sum(p.stat().st_size for p in dest.iterdir()) / 2**20
+    log.info("published %d executed notebooks (%.1f MB) to %s", len(executed), size, dest)
+    return dest
