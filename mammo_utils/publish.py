@@ -68,21 +68,32 @@ def publish_run(cfg: Config, dest: Path | None = None) -> Path:
 
 
 COURSE_IMAGE_WIDTH_PX = 900  # figures in the course copies: enough to read on GitHub, small enough to commit
+COURSE_JPEG_ABOVE_BYTES = 300_000  # a larger PNG (mammogram overlays) is stored as JPEG
 DROPPED_OUTPUTS = ("application/vnd.jupyter.widget-view+json",)  # progress widgets do not render off a kernel
 
 
-def _shrink_png(data: str) -> str:
-    """A base64 PNG made at most COURSE_IMAGE_WIDTH_PX wide (returned as it was if already narrower)."""
+def _shrink_png(data: str) -> tuple[str, str]:
+    """A base64 PNG made at most COURSE_IMAGE_WIDTH_PX wide; a photograph-like one that stays over
+    COURSE_JPEG_ABOVE_BYTES as PNG is re-encoded as JPEG. Returns (mime type, base64 data)."""
     import base64
     import io
 
-    with Image.open(io.BytesIO(base64.b64decode(data))) as im:
-        if im.width <= COURSE_IMAGE_WIDTH_PX:
-            return data
-        im = im.resize((COURSE_IMAGE_WIDTH_PX, round(im.height * COURSE_IMAGE_WIDTH_PX / im.width)), Image.LANCZOS)
+    raw = base64.b64decode(data)
+    with Image.open(io.BytesIO(raw)) as im:
+        if im.width <= COURSE_IMAGE_WIDTH_PX and len(raw) <= COURSE_JPEG_ABOVE_BYTES:
+            return "image/png", data
+        if im.width > COURSE_IMAGE_WIDTH_PX:
+            im = im.resize((COURSE_IMAGE_WIDTH_PX, round(im.height * COURSE_IMAGE_WIDTH_PX / im.width)),
+                           Image.LANCZOS)
+        im = im.convert("RGB")
         buf = io.BytesIO()
-        im.convert("RGB").save(buf, format="PNG", optimize=True)
-    return base64.b64encode(buf.getvalue()).decode()
+        im.save(buf, format="PNG", optimize=True)
+        mime = "image/png"
+        if buf.tell() > COURSE_JPEG_ABOVE_BYTES:
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=85, optimize=True)
+            mime = "image/jpeg"
+    return mime, base64.b64encode(buf.getvalue()).decode()
 
 
 def _scrub(text: str, roots: list[str]) -> str:
@@ -108,7 +119,8 @@ def course_copy(nb: dict, roots: list[str]) -> dict:
             if "data" in out and not data:
                 continue
             if "image/png" in data:
-                data["image/png"] = _shrink_png(data["image/png"])
+                mime, image = _shrink_png(data.pop("image/png"))
+                data[mime] = image
             for mime, value in list(data.items()):
                 if mime.startswith("text/"):
                     data[mime] = _scrub("".join(value) if isinstance(value, list) else value, roots)

@@ -7,6 +7,7 @@ import io
 import json
 
 import nbformat
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -41,6 +42,13 @@ def test_course_copy_downscales_drops_widgets_and_scrubs_paths():
     assert len(outputs) == 2, "the widget-only output is dropped"
     with Image.open(io.BytesIO(base64.b64decode(outputs[0]["data"]["image/png"]))) as im:
         assert im.size == (COURSE_IMAGE_WIDTH_PX, COURSE_IMAGE_WIDTH_PX // 2)
+    noisy = np.random.default_rng(0).integers(0, 255, (600, 800), dtype=np.uint8)  # a photograph-like figure
+    buf = io.BytesIO()
+    Image.fromarray(noisy).save(buf, format="PNG")
+    big = {"cells": [{"cell_type": "code", "metadata": {}, "outputs": [
+        {"output_type": "display_data", "metadata": {}, "data": {"image/png": base64.b64encode(buf.getvalue()).decode()}}]}]}
+    data = course_copy(big, [root])["cells"][0]["outputs"][0]["data"]
+    assert list(data) == ["image/jpeg"] and len(data["image/jpeg"]) < len(base64.b64encode(buf.getvalue()))
     assert outputs[1]["text"] == "wrote runs/demo-synthetic/02/backbone.pt\n"
     assert "execution" not in out["cells"][1]["metadata"]
     nbformat.validate(nbformat.from_dict(out))
