@@ -50,7 +50,7 @@ test: $(KERNEL)
 	rm -rf $(TEST_DIR)
 	MAMMO_PROFILE=smoke MAMMO_DATASET=synthetic MAMMO_RUNS_DIR=$(TEST_DIR)/runs \
 	MAMMO_DATA_DIR=$${MAMMO_TEST_DATA_DIR:-$(TEST_DIR)/data} MAMMO_PROGRESS=0 MAMMO_EXPECT_CHECKS="NOT YET" \
-	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider
+	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider --durations=15
 
 ## course: the executed notebooks of the synthetic demo into docs/course/ (outputs kept, figures downscaled)
 .PHONY: course
