@@ -75,7 +75,8 @@ def _metric_cell(entry: dict, metric: str) -> str:
         return "n/a"
     if "pooled" in entry:
         v = entry["pooled"][metric]
-        return f"{v['value']:.3f} [{v['low']:.3f}, {v['high']:.3f}] (folds sd {s['sd']:.3f})"
+        spread = f" (folds sd {s['sd']:.3f})" if np.isfinite(s["sd"]) else " (one fold)"
+        return f"{v['value']:.3f} [{v['low']:.3f}, {v['high']:.3f}]{spread}"
     sd = f" ± {s['sd']:.3f}" if np.isfinite(s["sd"]) else ""
     return f"{s['mean']:.3f}{sd} [{s['low']:.3f}, {s['high']:.3f}]"
 
