@@ -30,6 +30,8 @@ FIGURES = (
     ("pretrain", "view_pairs.png"),
     *(("explain", f"outcome_grid_{m}.png") for m in METHODS),
     ("explain", "localization.png"),
+    ("protocols", "protocols.png"),
+    ("protocols", "fingerprint.png"),
 )
 MAX_WIDTH_PX = 1400
 
@@ -59,6 +61,12 @@ def publish_run(cfg: Config, dest: Path | None = None) -> Path:
             im.convert("RGB").save(tmp / name, optimize=True)
         report = report.replace(f"`{STAGES[stage]}/{name}`", f"[`{name}`]({name})")
         shown.append(name)
+    study = root / STAGES["protocols"] / "protocols.md"
+    if study.exists():  # the protocol study (stage 06), where it ran: its table as a page of its own
+        text = study.read_text().replace("`protocols.png`", "[`protocols.png`](protocols.png)")
+        text = text.replace("`fingerprint.png`", "[`fingerprint.png`](fingerprint.png)")
+        atomic_write_text(tmp / "protocols.md", text)
+        report += "\n## Protocol study\n\nWhat each split protocol does to the number: [`protocols.md`](protocols.md).\n"
     report += "\n## Figures\n\n" + "\n\n".join(f"![{n}]({n})" for n in shown) + "\n"
     atomic_write_text(tmp / "report.md", report)
     shutil.rmtree(dest, ignore_errors=True)  # replaced whole, so a stale figure cannot survive

@@ -128,6 +128,12 @@ def test_stages_run_end_to_end_and_skip_when_unchanged(tiny_cfg):
     assert "![roc.png](roc.png)" in text and "(label_efficiency.png)" in text
     assert all(Image.open(dest / n).width <= 1400 for n in files if n.endswith(".png"))
     assert str(tiny_cfg_dir(tiny_cfg).parent) not in text  # no machine paths in what gets committed
+    assert "protocols.md" not in files  # stage 06 did not run
+    study = run_dir(tiny_cfg) / "06_protocols"
+    study.mkdir()
+    (study / "protocols.md").write_text("# Protocol study\n\n| arm |\n|---|\n| A0 |\n\nFigures: `protocols.png`\n")
+    dest = publish_run(tiny_cfg, tiny_cfg_dir(tiny_cfg) / "published")
+    assert "| A0 |" in (dest / "protocols.md").read_text() and "(protocols.md)" in (dest / "report.md").read_text()
 
 
 def test_cli_prints_one_line_not_a_traceback(capsys, tmp_path, monkeypatch):
