@@ -254,8 +254,8 @@ def _profile_values(profile: str, dataset: str) -> dict[str, Any]:
                                       cnn_size_px=32, cnn_copies=2),
         )
     if profile == "demo":
-        # Sizes and epochs are set by the time budget (about 10 min for `make demo` on a 2-core CPU with bf16,
-        # 45 min for the MIAS reproduction with its per-fold pretraining), never by a result. The one choice made
+        # Sizes and epochs are set by the time budget, never by a result (measured on 2 cores with bf16: `make
+        # demo` 17 min, the MIAS reproduction with its per-fold pretraining 68 min; the targets are 10 and 45). The one choice made
         # on results, the backbone's learning rate in full fine-tuning, was made on validation ROC AUC (the
         # best epoch's, as KeepBestWeights keeps it) of the synthetic demo's SimCLR-initialised headline run:
         # backbone_lr_factor 1.0 (every layer at one rate, as SimCLR's own fine-tuning protocol does) 0.963,
