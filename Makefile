@@ -45,12 +45,13 @@ publish: $(STAMP)
 	$(BIN)/python -m mammo_utils publish --profile $(PROFILE) --dataset $(DATASET)
 
 ## test: unit tests (with every notebook run with its solutions), then every notebook as committed under nbmake
-## at the smoke profile, where each exercise must say NOT YET (in a scratch runs folder)
+## at the smoke profile, where each exercise must say NOT YET (in a scratch runs folder, removed when all pass)
 test: $(KERNEL)
 	rm -rf $(TEST_DIR)
 	MAMMO_PROFILE=smoke MAMMO_DATASET=synthetic MAMMO_RUNS_DIR=$(TEST_DIR)/runs \
 	MAMMO_DATA_DIR=$${MAMMO_TEST_DATA_DIR:-$(TEST_DIR)/data} MAMMO_PROGRESS=0 MAMMO_EXPECT_CHECKS="NOT YET" \
 	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider --durations=15
+	rm -rf $(TEST_DIR)
 
 ## course: the executed notebooks of the synthetic demo into docs/course/ (outputs kept, figures downscaled)
 .PHONY: course

@@ -9,14 +9,15 @@ see is decided in one place, :func:`pretraining_images`:
   (``cv<k>/backbone.pt``) sees only the training women of fold k, so the backbone fold k is tested with has
   never seen a test film of that fold, not even without its label.
 
-Each run is resumable (``--resume`` continues from its ``checkpoints/last.ckpt``) and skipped when it already
-finished with the same settings.
+Each run is resumable (``--resume`` continues from its ``checkpoints/last.ckpt``, which is deleted once the run
+has finished) and skipped when it already finished with the same settings.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,9 @@ def pretrain_one(cfg: Config, train: pd.DataFrame, val: pd.DataFrame, out: Path,
             "n_train_images": len(train), "n_train_patients": int(train.patient_id.nunique())})
         read_history(out).to_csv(out / "history.csv", index=False)
         mark_done(out, key, cfg, n_train_images=len(train), train_image_ids=train.image_id.astype(str).tolist())
+        # Lightning's last.ckpt (weights with optimiser state, ~290 MB for ResNet-50) only serves to resume an
+        # unfinished run; a finished one is skipped or, with force, trained from scratch, so it goes.
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return out
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -91,11 +93,12 @@ def _worker(rank: int, init_file: str, out: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory) -> list[dict]:
+def two_ranks(tmp_path_factory) -> Iterator[list[dict]]:
     """What each of two gloo processes computed (see :func:`_worker`)."""
     out = tmp_path_factory.mktemp("ddp")
     mp.spawn(_worker, args=(str(out / "rendezvous"), str(out)), nprocs=WORLD, join=True)
-    return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
+    yield [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
+    shutil.rmtree(out, ignore_errors=True)  # pytest keeps a module's folders to the session's end
 
 
 def _single_process(criterion: torch.nn.Module) -> tuple[float, torch.Tensor]:
@@ -173,7 +176,7 @@ stage.run_pretrain(cfg, callbacks=[Record()])
 
 
 @pytest.fixture(scope="module", params=["simclr", "moco"])
-def ddp_run(request, tmp_path_factory) -> SimpleNamespace:
+def ddp_run(request, tmp_path_factory) -> Iterator[SimpleNamespace]:
     """A two-process (gloo, CPU) stage 02 run of one method on a tiny synthetic set."""
     method = request.param
     base = tmp_path_factory.mktemp(f"ddp-{method}")
@@ -192,8 +195,9 @@ def ddp_run(request, tmp_path_factory) -> SimpleNamespace:
         env = {k: v for k, v in os.environ.items() if k != "MAMMO_OVERRIDES"} | {"MAMMO_PROGRESS": "0"}
         done = subprocess.run([sys.executable, str(script), json.dumps(args)], cwd=base, env=env,
                               capture_output=True, text=True, timeout=300)
-    return SimpleNamespace(method=method, base=base, cfg=cfg, done=done,
-                           out=Path(cfg.runs_dir) / "smoke-synthetic" / "02_contrastive_pretraining")
+    yield SimpleNamespace(method=method, base=base, cfg=cfg, done=done,
+                          out=Path(cfg.runs_dir) / "smoke-synthetic" / "02_contrastive_pretraining")
+    shutil.rmtree(base, ignore_errors=True)  # two ResNet-50 state dicts and a run: ~0.5 GB per method
 
 
 def test_ddp_pretraining_ends_with_the_same_weights_on_both_processes(ddp_run):

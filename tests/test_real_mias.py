@@ -11,6 +11,7 @@ import html
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,8 @@ def mias_run(tmp_path_factory):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return cfg, root
+    yield cfg, root
+    shutil.rmtree(base, ignore_errors=True)  # six backbones and twenty classifiers: pytest would keep them
 
 
 def _youden(y, p) -> float:
