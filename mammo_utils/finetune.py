@@ -33,6 +33,7 @@ from .devices import placement
 from .errors import MammoError
 from .fit import FitResult, feature_table, fit_full, fit_linear, predict, prediction_rows
 from .label_efficiency import fractions_for, headline_steps, run_name, sweep_seeds, sweep_steps, sweep_table
+from .linear_probe import head_probabilities
 from .loaders import CachedImages
 from .manifest import cross_validation_split, subsample_patients
 from .methods import METHODS
@@ -187,7 +188,7 @@ def _run_one(cfg: Config, index: pd.DataFrame, spec: FitSpec, backbones: _Backbo
                "seed": spec.seed, "run": spec.run, "headline": spec.role == "headline", "sweep": spec.role == "sweep"}
     if spec.cv_fold is not None:
         columns["cv_fold"] = spec.cv_fold
-    rows = pd.concat([prediction_rows(part, split, predict(result.model, CachedImages(part, spec.task).images, where),
+    rows = pd.concat([prediction_rows(part, split, _probabilities(result, part, spec.task, where, features),
                                       spec.task, **columns) for split, part in (("val", val), ("test", test))],
                      ignore_index=True)
     record = {**asdict(spec), "n_train_patients": int(train.patient_id.nunique()), "n_train_images": len(train),
@@ -202,6 +203,16 @@ def _run_one(cfg: Config, index: pd.DataFrame, spec: FitSpec, backbones: _Backbo
     atomic_write_json(folder / "record.json", record)
     mark_done(folder, key, cfg)
     return rows, record
+
+
+def _probabilities(result: FitResult, part: pd.DataFrame, task: str, where, features: dict | None):
+    """The fitted classifier's probabilities for the images of ``part``. A linear probe's backbone is frozen,
+    so its features are those the probe trained on: the head is applied to them instead of running every image
+    through ResNet-50 again (the same numbers, in fp32; a third of a sweep's linear-probe time on a CPU)."""
+    if features is not None:
+        stacked = torch.stack([features[i] for i in part.image_id.astype(str)])
+        return head_probabilities(result.model.head.eval(), stacked)
+    return predict(result.model, CachedImages(part, task).images, where)
 
 
 def run_finetune(cfg: Config, force: bool = False) -> Path:

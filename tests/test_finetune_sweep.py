@@ -10,6 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from mammo_utils import finetune
 from mammo_utils.evaluate import run_evaluate
 from mammo_utils.finetune import run_finetune
 from mammo_utils.linear_probe import extract_features, fit_linear_head, head_probabilities
@@ -96,9 +97,13 @@ def _sweep_cfg(cfg, **finetune):
     return replace(cfg, finetune=replace(cfg.finetune, **finetune))
 
 
-def test_sweep_runs_every_point_with_each_seed_on_nested_women_and_the_same_steps(tiny_cfg):
+def test_sweep_runs_every_point_with_each_seed_on_nested_women_and_the_same_steps(tiny_cfg, monkeypatch):
     cfg = _sweep_cfg(tiny_cfg, sweep_seeds=2, sweep_steps=3)
     index = pd.read_csv(run_prepare(cfg, workers=1) / "preprocessed.csv", keep_default_na=False)
+    forward_passes = []  # images run through a whole classifier to predict: val and test of each full run
+    original_predict = finetune.predict
+    monkeypatch.setattr(finetune, "predict", lambda model, images, where: forward_passes.append(len(images))
+                        or original_predict(model, images, where))
     out = run_finetune(cfg)
     pred = pd.read_csv(out / "predictions.csv")
     for column in ("image_id", "patient_id", "split", "fold", "label", "probability", "init", "protocol",
@@ -109,6 +114,10 @@ def test_sweep_runs_every_point_with_each_seed_on_nested_women_and_the_same_step
     head = pred[pred.headline]
     assert set(head.run) == {"random"} and not head.sweep.any()
     assert pred.groupby("run").size().eq(len(head)).all()  # every run predicts the same val and test images
+    # A linear probe's predictions come from the frozen features it trained on, not from the images again.
+    assert len(forward_passes) == 2 * (1 + 4) and sum(forward_passes) == len(head) * (1 + 4)
+    linear = pred[pred.protocol == "linear"]
+    assert linear.probability.between(0, 1).all() and linear.groupby("run").probability.std().gt(0).all()
     for run in expected:
         assert (out / run / "predictions.csv").exists() and (out / run / "record.json").exists()
         assert (out / run / "model.pt").exists() == (run == "random")  # only stage 05's models are kept
