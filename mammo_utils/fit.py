@@ -154,6 +154,13 @@ class FitResult:
     extra: dict = field(default_factory=dict)
 
 
+def check_interval(max_steps: int, n_checks: int) -> int:
+    """Steps between validations so that a run of ``max_steps`` validates at most ``n_checks`` times, the last
+    at its end (``fit_full`` adds it when the interval does not divide the run): ``ceil(max_steps / n_checks)``.
+    With one check per epoch of a headline run it is the epoch's length."""
+    return max(1, math.ceil(max_steps / max(1, n_checks)))
+
+
 def fit_full(cfg: Config, backbone: torch.nn.Module, train: pd.DataFrame, val: pd.DataFrame, max_steps: int,
              n_checks: int, seed: int, backbone_lr_factor: float) -> FitResult:
     """Fine-tune every layer of ``Classifier(backbone)`` for ``max_steps`` steps on ``train``; keep the weights
@@ -185,7 +192,7 @@ def fit_full(cfg: Config, backbone: torch.nn.Module, train: pd.DataFrame, val: p
         callbacks.append(FastBf16Blocks())
     quiet_lightning()
     trainer = pl.Trainer(
-        max_steps=max_steps, max_epochs=-1, val_check_interval=max(1, max_steps // max(1, n_checks)),
+        max_steps=max_steps, max_epochs=-1, val_check_interval=check_interval(max_steps, n_checks),
         check_val_every_n_epoch=None, num_sanity_val_steps=0, accelerator=where.accelerator, devices=1,
         precision=where.precision, logger=False, enable_checkpointing=False, callbacks=callbacks,
         enable_model_summary=False, enable_progress_bar=show_progress(), limit_train_batches=f.limit_batches,

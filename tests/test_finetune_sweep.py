@@ -13,6 +13,7 @@ import torch
 from mammo_utils import finetune
 from mammo_utils.evaluate import run_evaluate
 from mammo_utils.finetune import run_finetune
+from mammo_utils.fit import check_interval
 from mammo_utils.linear_probe import extract_features, fit_linear_head, head_probabilities
 from mammo_utils.manifest import assign_splits, cross_validation_split, patient_strata, subsample_patients
 from mammo_utils.models import Classifier, resnet50_backbone
@@ -203,3 +204,13 @@ def test_full_fractions_narrow_only_the_full_protocol(tiny_cfg):
     cfg = replace(tiny_cfg, finetune=replace(tiny_cfg.finetune, label_fractions=(0.1, 0.5, 1.0),
                                              full_fractions=(0.1, 1.0)))
     assert fractions_for(cfg, "linear") == (0.1, 0.5, 1.0) and fractions_for(cfg, "full") == (0.1, 1.0)
+
+
+@pytest.mark.parametrize("steps", [1, 5, 12, 16, 20, 42, 60])
+@pytest.mark.parametrize("n_checks", [1, 4, 5, 6])
+def test_a_run_validates_at_most_n_checks_times_and_at_its_end(steps, n_checks):
+    interval = check_interval(steps, n_checks)
+    checks = set(range(interval, steps + 1, interval)) | {steps}  # Lightning's, then fit_full's at the end
+    assert len(checks) <= n_checks and max(checks) == steps
+    if steps % n_checks == 0:  # one check per epoch of a headline run: exactly the epochs
+        assert len(checks) == n_checks
