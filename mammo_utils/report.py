@@ -186,9 +186,14 @@ def _provenance(root: Path) -> list[str]:
     timings_path = root / "notebooks" / "timings.json"
     if timings_path.exists():
         timings = json.loads(timings_path.read_text())
+        reused_path = timings_path.with_name("reused.json")
+        reused = set(json.loads(reused_path.read_text())) if reused_path.exists() else set()
         total = sum(timings.values())
         lines.append(f"- Wall time: {total / 60:.1f} min (" + ", ".join(
-            f"{name.split('_')[0]} {seconds:.0f} s" for name, seconds in timings.items()) + ")")
+            f"{name.split('_')[0]} {seconds:.0f} s" + (" with its stage reused" if name in reused else "")
+            for name, seconds in timings.items()) + ")" + (
+            "; a reused stage was up to date from an earlier run, so its notebook's time is the walk-through only"
+            if reused else ""))
     machine = hw.get("cpu", m.get("processor", "?")) + (f", {hw['cpu_count']} cores" if hw.get("cpu_count") else "")
     if hw.get("gpu"):
         machine += f", GPU {hw['gpu']}"

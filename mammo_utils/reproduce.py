@@ -18,6 +18,12 @@ log = logging.getLogger(__name__)
 NOTEBOOKS = [f"{name}.ipynb" for name in STAGES.values()]
 
 
+def _stamp(stage: Path) -> int | None:
+    """When a stage last finished (its ``stage.json``'s modification time), or None if it never did."""
+    marker = stage / "stage.json"
+    return marker.stat().st_mtime_ns if marker.exists() else None
+
+
 def run_reproduce(cfg: Config, notebooks_dir: Path | None = None) -> Path:
     """Execute every notebook (parameters: profile, dataset, task, seed), write HTML copies and print the table.
 
@@ -45,7 +51,7 @@ def run_reproduce(cfg: Config, notebooks_dir: Path | None = None) -> Path:
              f"pretrain {cfg.pretrain.epochs} epochs, fine-tune {cfg.finetune.epochs} epochs", cfg.budget,
              f" (fp32 on a CPU: {', '.join(f'{k}={v}' for k, v in REDUCED_DEMO.items())}; --set budget=standard "
              "for the full demo)" if cfg.budget == "reduced" else "")
-    timings = {}
+    timings, reused = {}, []
     for i, name in enumerate(NOTEBOOKS, 1):
         if name == f"{STAGES['protocols']}.ipynb" and not cfg.protocols.enabled:
             # The protocol study runs when protocols.enabled (smoke on MIAS / INbreast; `make protocols` alone).
@@ -53,6 +59,7 @@ def run_reproduce(cfg: Config, notebooks_dir: Path | None = None) -> Path:
                      i, len(NOTEBOOKS), name, cfg.dataset)
             continue
         log.info("[%d/%d] %s", i, len(NOTEBOOKS), name)
+        stamp = _stamp(run_dir(cfg) / name.removesuffix(".ipynb"))
         start = time.perf_counter()
         try:
             pm.execute_notebook(src / name, out / name, parameters=params, cwd=str(src), progress_bar=False,
@@ -61,9 +68,12 @@ def run_reproduce(cfg: Config, notebooks_dir: Path | None = None) -> Path:
             raise MammoError(f"Notebook {name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
                              f"(executed copy: {out / name}).") from None
         timings[name] = round(time.perf_counter() - start, 1)
+        if stamp is not None and stamp == _stamp(run_dir(cfg) / name.removesuffix(".ipynb")):
+            reused.append(name)  # the stage was up to date: the notebook's time is its walk-through only
         html, _ = HTMLExporter().from_filename(str(out / name))
         atomic_write_text(out / name.replace(".ipynb", ".html"), html)
     atomic_write_text(out / "timings.json", json.dumps(timings, indent=2))
+    atomic_write_text(out / "reused.json", json.dumps(reused))
     from .report import write_report
 
     report = write_report(cfg)  # again, now with the wall times

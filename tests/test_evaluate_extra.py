@@ -272,3 +272,19 @@ def _table(markdown: str) -> tuple[dict[str, list[str]], list[str]]:
     rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in markdown.splitlines()
             if line.startswith("|")]
     return {r[0]: r[1:] for r in rows[2:]}, rows[0]
+
+
+def test_the_report_says_which_notebooks_only_walked_through_a_reused_stage(tmp_path):
+    from mammo_utils.report import _provenance
+
+    (tmp_path / "04_evaluation").mkdir()
+    (tmp_path / "04_evaluation" / "metrics.json").write_text(json.dumps({"hardware": {}, "config": {}}))
+    (tmp_path / "notebooks").mkdir()
+    timings = {"01_data_preparation.ipynb": 8.0, "02_contrastive_pretraining.ipynb": 35.0,
+               "03_fine_tuning.ipynb": 1006.0}
+    (tmp_path / "notebooks" / "timings.json").write_text(json.dumps(timings))
+    line = next(x for x in _provenance(tmp_path) if x.startswith("- Wall time"))
+    assert "reused" not in line and "02 35 s" in line  # an older run, without reused.json: nothing claimed
+    (tmp_path / "notebooks" / "reused.json").write_text(json.dumps(["02_contrastive_pretraining.ipynb"]))
+    line = next(x for x in _provenance(tmp_path) if x.startswith("- Wall time"))
+    assert "02 35 s with its stage reused" in line and "03 1006 s)" in line and line.count("reused") == 2

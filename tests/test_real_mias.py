@@ -119,6 +119,7 @@ def test_every_notebook_ran_to_its_summary_with_each_exercise_not_yet(mias_run):
     _, root = mias_run
     timings = json.loads((root / "notebooks" / "timings.json").read_text())
     assert set(timings) == set(NOTEBOOKS) and all(v > 0 for v in timings.values())
+    assert json.loads((root / "notebooks" / "reused.json").read_text()) == []  # a fresh run reuses no stage
     for name in NOTEBOOKS:
         nb = json.loads((root / "notebooks" / name).read_text())
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
