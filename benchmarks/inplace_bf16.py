@@ -1,11 +1,11 @@
 """Element-wise kernels on bf16 CPU tensors, and what choosing among them is worth to a SimCLR step.
 
-Why ``mammo_utils.fast_cpu`` runs ReLU as an integer clamp, and the residual add and the gradient sum at each
+Why ``mammo_utils.runs.fast_cpu`` runs ReLU as an integer clamp, and the residual add and the gradient sum at each
 block's input out of place, on bf16 CPU tensors. Prints
 
 1. milliseconds per call on a (32, 256, 56, 56) channels_last tensor (layer1 of ResNet-50 at 224 px, batch 32),
    in fp32 and in bf16, with glibc's malloc keeping freed memory as the training stages do
-   (``mammo_utils.devices.keep_freed_memory``): ``relu`` / ``relu_`` / ReLU on the int16 view of the bits,
+   (``mammo_utils.runs.devices.keep_freed_memory``): ``relu`` / ``relu_`` / ReLU on the int16 view of the bits,
    ReLU's backward (``threshold_backward``) on the values and on the bits, ``add`` / ``add_`` (autograd sums
    the gradients of a tensor used twice with ``add_``);
 2. image pairs per second of the SimCLR training step (bf16 autocast, channels_last, SGD) with torchvision's
@@ -27,8 +27,8 @@ import torchvision
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 
-from mammo_utils.devices import keep_freed_memory
 from mammo_utils.models import FEATURE_DIM, resnet50_backbone
+from mammo_utils.runs.devices import keep_freed_memory
 
 
 def _ms(fn, repeats: int = 7) -> float:
@@ -71,7 +71,7 @@ def kernels() -> None:
 
 VARIANTS = {
     "torchvision": "torchvision's ResNet-50 (in-place ReLU, residual add and gradient sums)",
-    "project": "mammo_utils.fast_cpu.use_fast_bf16_blocks(mammo_utils.models.resnet50_backbone())",
+    "project": "mammo_utils.runs.fast_cpu.use_fast_bf16_blocks(mammo_utils.models.resnet50_backbone())",
     "no-fork": "project, but autograd's in-place gradient sum at each block input",
     "no-bits": "project, but PyTorch's bf16 ReLU kernels (out of place)",
 }
@@ -79,7 +79,7 @@ VARIANTS = {
 
 def _backbone(variant: str) -> torch.nn.Module:
     """The ResNet-50 of ``variant``; the ablations undo one of the project's changes each."""
-    from mammo_utils import fast_cpu
+    from mammo_utils.runs import fast_cpu
 
     if variant == "torchvision":
         resnet = torchvision.models.resnet50()

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from mammo_utils.cache import cache_images
 from mammo_utils.config import load_config
-from mammo_utils.datasets import get_dataset
-from mammo_utils.manifest import IMAGE_COLUMNS
+from mammo_utils.prepare.cache import cache_images
+from mammo_utils.prepare.manifest import IMAGE_COLUMNS
+from mammo_utils.prepare.sources import get_dataset
 
 
 def dicom_manifest(folder: Path) -> pd.DataFrame:

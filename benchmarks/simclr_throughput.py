@@ -36,12 +36,12 @@ from lightly.models.modules import SimCLRProjectionHead
 from torch.utils.data import DataLoader, Dataset
 
 from mammo_utils.config import load_config
-from mammo_utils.devices import cpu_speedups, placement
-from mammo_utils.methods.simclr import SimCLRModule
 from mammo_utils.models import FEATURE_DIM
-from mammo_utils.prepare import run_prepare
-from mammo_utils.pretrain import dataloaders, pretraining_images
-from mammo_utils.training import FastBf16Blocks
+from mammo_utils.prepare.stage import run_prepare
+from mammo_utils.pretrain.methods.simclr import SimCLRModule
+from mammo_utils.pretrain.stage import dataloaders, pretraining_images
+from mammo_utils.runs.devices import cpu_speedups, placement
+from mammo_utils.runs.trainer import FastBf16Blocks
 
 
 class RandomPairs(Dataset):
@@ -212,7 +212,7 @@ def _run(args, tmp: str) -> None:
 
 def cpu_line() -> str:
     """The CPU's model and the instruction-set flags that decide the speed of a CPU step."""
-    from mammo_utils.devices import cpu_flags
+    from mammo_utils.runs.devices import cpu_flags
 
     model = "unknown CPU"
     try:

@@ -7,8 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import DATASETS, PROFILES, TASKS, load_config
-from .errors import MammoError
+from mammo_utils.config import DATASETS, PROFILES, TASKS, load_config
+from mammo_utils.errors import MammoError
 
 log = logging.getLogger("mammo_utils")
 
@@ -17,8 +17,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mammo_utils", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_)
+    def add(name: str, help_: str, aliases: list[str] | None = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, aliases=aliases or [])
         p.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (default: MAMMO_DATASET or synthetic)")
         p.add_argument("--profile", help=f"one of {', '.join(PROFILES)} (default: MAMMO_PROFILE or demo)")
         p.add_argument("--task", help=f"one of {', '.join(TASKS)} (default: abnormal)")
@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p = add("evaluate", "stage 04: metrics with CIs, figures, report")
     p.add_argument("--force", action="store_true")
     p.add_argument("--resamples", type=int, help="bootstrap resamples of patients (evaluate.bootstrap_resamples)")
-    p = add("explain", "stage 05: Grad-CAM and localization scores")
+    p = add("gradcam", "stage 05: Grad-CAM and localization scores", aliases=["explain"])
     p.add_argument("--force", action="store_true")
     add("reproduce", "run the five notebooks in order with papermill, then print the results table")
     p = add("protocols", "stage 06: what each split protocol does to the number (A0 honest ... A5 leaks combined)")
@@ -72,48 +72,48 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.profile, args.dataset, overrides=args.overrides + _stage_overrides(args),
                           task=args.task, seed=args.seed)
         if args.command == "prepare":
-            from .prepare import run_prepare
+            from mammo_utils.prepare.stage import run_prepare
 
             if args.source:
                 if cfg.dataset != "mias":
                     raise MammoError("--from is supported for --dataset mias only; put other datasets' files "
                                      f"in {Path(cfg.data_dir)}/<dataset>/ as data_manifests/README.md says.")
-                from .datasets.mias import fetch
+                from mammo_utils.prepare.sources.mias import fetch
 
                 fetch(args.source, Path(cfg.data_dir), keep_going=args.keep_going)
             out = run_prepare(cfg, keep_going=args.keep_going, force=args.force)
         elif args.command == "pretrain":
-            from .pretrain import run_pretrain
+            from mammo_utils.pretrain.stage import run_pretrain
 
             out = run_pretrain(cfg, resume=args.resume, force=args.force)
         elif args.command == "finetune":
-            from .finetune import run_finetune
+            from mammo_utils.finetune.stage import run_finetune
 
             out = run_finetune(cfg, force=args.force)
         elif args.command == "evaluate":
-            from .evaluate import run_evaluate
+            from mammo_utils.evaluate.stage import run_evaluate
 
             out = run_evaluate(cfg, force=args.force)
             print((out.parent / "report.md").read_text())
-        elif args.command == "explain":
-            from .explain import run_explain
+        elif args.command in ("gradcam", "explain"):
+            from mammo_utils.gradcam.stage import run_gradcam
 
-            out = run_explain(cfg, force=args.force)
+            out = run_gradcam(cfg, force=args.force)
         elif args.command == "protocols":
-            from .protocols import run_protocols
+            from mammo_utils.protocols.study import run_protocols
 
             out = run_protocols(cfg, force=args.force)
             print((out / "protocols.md").read_text())
         elif args.command == "publish":
-            from .publish import publish_run
+            from mammo_utils.course.publish import publish_run
 
             out = publish_run(cfg, Path(args.dest) if args.dest else None)
         elif args.command == "course":
-            from .publish import publish_course
+            from mammo_utils.course.publish import publish_course
 
             out = publish_course(cfg, Path(args.dest) if args.dest else None)
         else:
-            from .reproduce import run_reproduce
+            from mammo_utils.course.reproduce import run_reproduce
 
             out = run_reproduce(cfg)
         log.info("done: %s", out)

@@ -14,17 +14,21 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .datasets import DATASETS, dataset_info
-from .errors import ConfigError
-from .methods import INITS, METHODS
+from mammo_utils.errors import ConfigError
+from mammo_utils.prepare.sources import DATASETS
+from mammo_utils.pretrain.methods import INITS, METHODS
+from mammo_utils.profiles import profile_values
 
 PROFILES = ("smoke", "demo", "full")
 TASKS = ("abnormal", "malignant")
+# Lightning's names (``cuda`` is accepted for ``gpu``); ``auto`` lets mammo_utils.runs.devices choose per machine.
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """The embedded synthetic dataset (``mammo_utils.synthetic_images``)."""
+    """The embedded synthetic dataset (``mammo_utils.prepare.synthetic``)."""
 
     n_patients: int = 100
     images_per_patient: int = 4  # L/R x CC/MLO, as in a screening exam
@@ -41,7 +45,7 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """The two SimCLR views (``mammo_utils.augment``). Each default has its reason beside it."""
+    """The two SimCLR views (``mammo_utils.pretrain.views``). Each default has its reason beside it."""
 
     crop_scale: tuple[float, float] = (0.35, 1.0)  # lesions are small: very small crops often miss them all
     crop_ratio: tuple[float, float] = (0.75, 1.33)  # mild aspect change, breasts are not stretched much
@@ -58,7 +62,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Self-supervised pretraining (``mammo_utils.pretrain``; the methods are in ``mammo_utils.methods``)."""
+    """Self-supervised pretraining (``mammo_utils.pretrain.stage``; the methods are in ``mammo_utils.pretrain.methods``)."""
 
     method: str = "simclr"  # simclr (the paper's) | moco (MoCo v2: a queue of negatives, a momentum encoder)
     epochs: int = 10
@@ -78,7 +82,7 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Fine-tuning (``mammo_utils.finetune``)."""
+    """Fine-tuning (``mammo_utils.finetune.stage``)."""
 
     epochs: int = 20
     batch_size: int = 32
@@ -89,7 +93,7 @@ class FinetuneConfig:
     protocol: str = "full"  # full | linear (the headline run, the one stages 04 and 05 explain)
     inits: tuple[str, ...] = ("simclr", "random")
     label_fraction: float = 1.0
-    # Label-efficiency sweep (mammo_utils.label_efficiency): every init x protocol x fraction of the training
+    # Label-efficiency sweep (mammo_utils.finetune.sweep): every init x protocol x fraction of the training
     # women (stratified, seeded, nested), ``sweep_seeds`` seeds per point. An empty ``protocols`` turns it off.
     protocols: tuple[str, ...] = ("linear", "full")
     label_fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
@@ -133,10 +137,11 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
-class ExplainConfig:
+class GradcamConfig:
+    """Stage 05 (``mammo_utils.gradcam``): which CAM methods, and how many test films are drawn."""
+
     n_images: int = 8
-    target_layer: str = "layer4[-1]"
-    methods: tuple[str, ...] = ("gradcam", "gradcam++", "eigencam")  # names of mammo_utils.cams.CAM_METHODS
+    cams: tuple[str, ...] = ("gradcam", "gradcam++", "eigencam")  # names of mammo_utils.gradcam.cams.CAM_METHODS
 
 
 @dataclass(frozen=True)
@@ -195,11 +200,8 @@ class Config:
     cache_dir: str = ""
     sources_dir: str = ""
     num_workers: int = 0
-    precision: str = "auto"  # auto | 32-true | bf16-mixed | 16-mixed
-    accelerator: str = "auto"
-    # The demo's budget: "auto" (what load_config resolves it to), "standard" or "reduced" (REDUCED_DEMO, for
-    # a CPU that computes in fp32: most laptops have no bf16 instructions and run the demo several times slower).
-    budget: str = "auto"
+    precision: str = "auto"  # one of PRECISIONS
+    accelerator: str = "auto"  # one of ACCELERATORS
     devices: int | str = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
@@ -209,7 +211,7 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    gradcam: GradcamConfig = field(default_factory=GradcamConfig)
     protocols: ProtocolsConfig = field(default_factory=ProtocolsConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,89 +232,49 @@ class Config:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _profile_values(profile: str, dataset: str) -> dict[str, Any]:
-    # demo is 128 px on every dataset: on a 2-core CPU a 224 px fine-tuning of MIAS takes ~3 min, and the
-    # demo's 5-fold CV of two tasks from two inits is 20 of them (plus the sweep) within 45 minutes.
-    size = {"smoke": 64, "demo": 128, "full": 512}[profile]
-    # Small datasets without an official test split are cross-validated by patient (5 folds on MIAS), in
-    # every profile, so that the smoke run in CI goes through the same code as the published numbers.
-    cv = dataset_info(dataset).cross_validate
-    if profile == "smoke":
-        return dict(
-            image_size_px=size,
-            synthetic=SyntheticConfig(n_patients=16, size_px=128),
-            pretrain=PretrainConfig(epochs=1, batch_size=16, limit_batches=2, hidden_dim=256, output_dim=64),
-            finetune=FinetuneConfig(epochs=1, batch_size=16, limit_batches=2, label_fractions=(0.5, 1.0),
-                                    linear_epochs=20, cv=cv),
-            evaluate=EvaluateConfig(bootstrap_resamples=200),
-            explain=ExplainConfig(n_images=4),
-            # The protocol study in CI's seconds: two seeds, K = 1 and 2, 32 px patches, no per-fold pretraining
-            # of its own (the patch SimCLR rows are left out, with the reason), one tiny CNN per arm.
-            protocols=ProtocolsConfig(enabled=cv, seeds=2, copies=(1, 2), patch_size_px=32, patches_per_site=3,
-                                      lr_iterations=(5, 20, 100), a4_configs=6, pretrain_folds=False,
-                                      patch_pretrain_epochs=1, cnn_seeds=1, cnn_steps=2, cnn_checks=1,
-                                      cnn_size_px=32, cnn_copies=2),
-        )
-    if profile == "demo":
-        # Sizes, epochs and steps are set by the time budget, never by a result: `make demo` within 10 minutes and
-        # the MIAS reproduction (5-fold CV of two tasks, a SimCLR backbone per fold) within 45 on 2 cores with bf16.
-        # With 10 epochs each and 40 sweep steps they took 17 and 68 min; 6 epochs, 20 sweep steps and 4 Grad-CAM
-        # images, 11 and 31 min; 6 SimCLR epochs, 5 fine-tuning epochs, 12 sweep steps and 2 Grad-CAM images
-        # bring them to the README's "Speed". The one choice made on results, the backbone's learning rate in full fine-tuning, was made on
-        # validation ROC AUC (the best epoch's, as KeepBestWeights keeps it) of the synthetic demo's
-        # SimCLR-initialised headline run, with 10 epochs: backbone_lr_factor 1.0 (every layer at one rate, as
-        # SimCLR's own fine-tuning protocol does) 0.963, against 0.823 with 0.1 (the factor does not apply to
-        # random init, 0.964).
-        return dict(
-            image_size_px=size,
-            pretrain=PretrainConfig(epochs=6, batch_size=32),
-            # ImageNet is tried and, when its weights are not in the local torch cache, skipped with a message.
-            # Every point of the label-efficiency sweep takes the same 12 optimisation steps (sweep_steps).
-            finetune=FinetuneConfig(epochs=5, backbone_lr_factor=1.0, inits=("simclr", "random", "imagenet"),
-                                    cv=cv, sweep_steps=12,
-                                    # The synthetic task is not the paper's: no second task beside its claim.
-                                    tasks=() if dataset == "synthetic" else FinetuneConfig.tasks),
-            # The protocol study (about 30 minutes more on 2 cores on MIAS) runs on its own (`make protocols`),
-            # which keeps `reproduce` within its 45 minutes; --set protocols.enabled=true adds notebook 06 to it.
-            protocols=ProtocolsConfig(enabled=False),
-            explain=ExplainConfig(n_images=2),
-        )
-    # full: the GPU configuration. The paper states neither resolution nor schedule; these are assumptions,
-    # chosen as lightly's ImageNet ResNet-50 SimCLR benchmark does (LARS, warm-up, cosine, batch 256).
-    return dict(
-        image_size_px=size,
-        num_workers=8,
-        synthetic=SyntheticConfig(n_patients=500, size_px=768),
-        pretrain=PretrainConfig(
-            # lr is the base rate of SimCLR's linear rule, 0.3 x batch / 256 (Chen et al. 2020, App. B.1), so
-            # 0.3 at batch 256 on one GPU and 4.8 at SimCLR's 4096; temperature 0.2 as lightly's benchmarks.
-            epochs=200, batch_size=256, optimizer="lars", lr=0.3, weight_decay=1e-6, warmup_epochs=10
-        ),
-        finetune=FinetuneConfig(epochs=50, batch_size=64, inits=("simclr", "random", "imagenet"), cv=cv),
-        evaluate=EvaluateConfig(bootstrap_resamples=2000),
-        explain=ExplainConfig(n_images=32),
-        protocols=ProtocolsConfig(enabled=cv, seeds=10, patch_size_px=128, patch_pretrain_epochs=100, cnn_seeds=10,
-                                  cnn_steps=1000, cnn_checks=20, cnn_size_px=256, cnn_inits=("simclr", "random")),
-    )
+def _sections(values: dict[str, Any]) -> dict[str, Any]:
+    """A profile's values as :class:`Config` arguments: a dict given for a section becomes that section."""
+    classes = {f.name: f.default_factory for f in fields(Config) if f.default_factory is not dataclasses.MISSING}
+    return {k: classes[k](**v) if k in classes and isinstance(v, dict) else v for k, v in values.items()}
 
 
-def _coerce(value: str, current: Any) -> Any:
-    """Turn an override string into the type of the setting it replaces."""
-    if isinstance(current, bool):
+def _coerce(value: str, annotation: str) -> Any:
+    """Turn an override string into the type its setting declares (``annotation``, e.g. ``"float | int"``).
+
+    ``float | int`` (Lightning's batch limits: an int counts batches, a float is a fraction) keeps an integer an
+    int; ``int | str`` (``devices``: a count or ``auto``) keeps a word a word.
+    """
+    kinds = {k.strip() for k in annotation.split("|")}
+    if "bool" in kinds:
+        if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError("expected true or false")
         return value.lower() in ("1", "true", "yes", "on")
-    if isinstance(current, tuple):
-        parts = [p for p in value.replace("(", "").replace(")", "").split(",") if p.strip()]
-        if current and isinstance(current[0], float):
+    if annotation.startswith("tuple"):
+        parts = [p.strip() for p in value.replace("(", "").replace(")", "").split(",") if p.strip()]
+        if "float" in annotation:
             return tuple(float(p) for p in parts)
-        return tuple(p.strip() for p in parts)
-    if isinstance(current, int) and not isinstance(current, bool):
+        return tuple(int(p) for p in parts) if "int" in annotation else tuple(parts)
+    if "int" in kinds:
         try:
             return int(value)
         except ValueError:
-            return float(value) if "." in value else value
-    if isinstance(current, float):
+            if "float" in kinds:
+                return float(value)
+            if "str" in kinds:
+                return value
+            raise ValueError("expected a whole number") from None
+    if "float" in kinds:
         return float(value)
     return value
+
+
+def _replace(obj: Any, name: str, value: str, key: str) -> Any:
+    """``obj`` with field ``name`` set from the override string ``value`` (``key`` names it in errors)."""
+    annotation = {f.name: str(f.type) for f in fields(obj)}[name]
+    try:
+        return replace(obj, **{name: _coerce(value, annotation)})
+    except ValueError as exc:
+        raise ConfigError(f"Setting {key}={value!r} is not a valid value: {exc}.") from None
 
 
 def _apply_override(cfg: Config, key: str, value: str) -> Config:
@@ -321,50 +283,14 @@ def _apply_override(cfg: Config, key: str, value: str) -> Config:
         names = {f.name for f in fields(cfg)}
         if key not in names:
             raise ConfigError(f"Unknown setting {key!r}. Known settings: {', '.join(sorted(names))}.")
-        try:
-            return replace(cfg, **{key: _coerce(value, getattr(cfg, key))})
-        except ValueError as exc:
-            raise ConfigError(f"Setting {key}={value!r} is not a valid value: {exc}") from None
+        return _replace(cfg, key, value, key)
     if len(parts) != 2 or not hasattr(cfg, parts[0]) or not dataclasses.is_dataclass(getattr(cfg, parts[0])):
         raise ConfigError(f"Unknown setting {key!r}. Use SECTION.NAME, e.g. pretrain.epochs=3.")
     section = getattr(cfg, parts[0])
     names = {f.name for f in fields(section)}
     if parts[1] not in names:
         raise ConfigError(f"Unknown setting {key!r}. Known in {parts[0]}: {', '.join(sorted(names))}.")
-    try:
-        new_section = replace(section, **{parts[1]: _coerce(value, getattr(section, parts[1]))})
-    except ValueError as exc:
-        raise ConfigError(f"Setting {key}={value!r} is not a valid value: {exc}") from None
-    return replace(cfg, **{parts[0]: new_section})
-
-
-# The demo on a CPU without bf16 instructions: the same stages, films and size, fewer epochs, steps and seeds, so
-# that `make demo` fits about 15 minutes there (README, "Speed"). An fp32 SimCLR step at 128 px runs 7.7 image
-# pairs/s on the AVX2-emulated EPYC of the README and 3.1 on an older 2-core AVX2 EPYC, against 17.8 with bf16:
-# with 5 epochs each and 20 sweep steps the fp32 demo took 10 min 13 s emulated, which is about 25 min on the
-# slower CPU; these values take it to the README's times. Chosen from the precision alone, never from results;
-# printed when a run starts and written in report.md. Anything set by the user still wins.
-REDUCED_DEMO = {
-    "pretrain.epochs": "4",
-    "finetune.epochs": "4",
-    "finetune.sweep_steps": "10",
-    "finetune.sweep_seeds": "1",  # one seed per label-efficiency point: the curve without its spread
-}
-BUDGETS = ("auto", "standard", "reduced")
-
-
-def resolve_budget(cfg: Config) -> str:
-    """``standard`` or ``reduced``: ``cfg.budget`` unless ``auto``, which is ``reduced`` for the ``demo`` profile
-    on a CPU computing in fp32 and ``standard`` everywhere else."""
-    if cfg.budget not in BUDGETS:
-        raise ConfigError(f"Unknown budget {cfg.budget!r}. Choose one of: {', '.join(BUDGETS)}.")
-    if cfg.budget != "auto":
-        return cfg.budget
-    if cfg.profile != "demo":
-        return "standard"
-    from .devices import resolve_accelerator, resolve_precision
-
-    return "reduced" if resolve_accelerator(cfg) == "cpu" and resolve_precision(cfg) == "32-true" else "standard"
+    return replace(cfg, **{parts[0]: _replace(section, parts[1], value, key)})
 
 
 def show_progress() -> bool:
@@ -394,7 +320,7 @@ def load_config(
         raise ConfigError(f"Unknown profile {profile!r}. Choose one of: {', '.join(PROFILES)} (MAMMO_PROFILE).")
     if dataset not in DATASETS:
         raise ConfigError(f"Unknown dataset {dataset!r}. Choose one of: {', '.join(DATASETS)} (MAMMO_DATASET).")
-    cfg = Config(profile=profile, dataset=dataset, **_profile_values(profile, dataset))
+    cfg = Config(profile=profile, dataset=dataset, **_sections(profile_values(profile, dataset)))
 
     env = {
         "task": "MAMMO_TASK",
@@ -413,34 +339,29 @@ def load_config(
         if value is not None:
             cfg = _apply_override(cfg, key, str(value))
 
-    pairs: list[tuple[str, str]] = []
-    env_over = os.environ.get("MAMMO_OVERRIDES", "").split()
-    if isinstance(overrides, dict):
-        items = env_over + [f"{k}={v}" for k, v in overrides.items()]
-    else:
-        items = env_over + list(overrides or [])
+    items = os.environ.get("MAMMO_OVERRIDES", "").split()
+    items += [f"{k}={v}" for k, v in overrides.items()] if isinstance(overrides, dict) else list(overrides or [])
     for item in items:
         if "=" not in item:
             raise ConfigError(f"Override {item!r} must look like SECTION.NAME=VALUE, e.g. pretrain.epochs=3.")
         key, value = item.split("=", 1)
-        pairs.append((key.strip(), value.strip()))
-    for key, value in pairs:
-        cfg = _apply_override(cfg, key, value)
-    budget = resolve_budget(cfg)
-    if budget == "reduced":  # the reduced values first, then the user's own settings again, which win
-        for key, value in [*REDUCED_DEMO.items(), *pairs]:
-            cfg = _apply_override(cfg, key, value)
-    cfg = replace(cfg, budget=budget)
+        cfg = _apply_override(cfg, key.strip(), value.strip())
 
     if cfg.task not in TASKS:
         raise ConfigError(f"Unknown task {cfg.task!r}. Choose one of: {', '.join(TASKS)} (MAMMO_TASK).")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"Unknown precision {cfg.precision!r}. Choose one of: {', '.join(PRECISIONS)} "
+                          "(MAMMO_PRECISION or --set precision=...).")
+    if cfg.accelerator not in ACCELERATORS:
+        raise ConfigError(f"Unknown accelerator {cfg.accelerator!r}. Choose one of: {', '.join(ACCELERATORS)} "
+                          "(--set accelerator=...).")
     if cfg.finetune.protocol not in ("full", "linear"):
         raise ConfigError(f"Unknown finetune.protocol {cfg.finetune.protocol!r}. Choose full or linear.")
     if cfg.pretrain.optimizer not in ("adamw", "sgd", "lars"):
         raise ConfigError(f"Unknown pretrain.optimizer {cfg.pretrain.optimizer!r}. Choose adamw, sgd or lars.")
     if cfg.pretrain.method not in METHODS:
         raise ConfigError(f"Unknown pretrain.method {cfg.pretrain.method!r}. Choose one of: {', '.join(METHODS)}.")
-    profile_inits = _profile_values(profile, dataset).get("finetune", FinetuneConfig()).inits
+    profile_inits = tuple(profile_values(profile, dataset).get("finetune", {}).get("inits", FinetuneConfig.inits))
     if cfg.pretrain.method != "simclr" and cfg.finetune.inits == profile_inits:
         # The profile's inits name the default method; follow the method chosen instead.
         inits = tuple(cfg.pretrain.method if i == "simclr" else i for i in cfg.finetune.inits)

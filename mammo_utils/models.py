@@ -4,7 +4,7 @@ Mammograms are grey, so the first convolution takes one channel. With ImageNet w
 are summed into one, which is exactly what repeating the grey channel three times would compute, at a third
 of the cost of the first layer. Everything else is ``torchvision.models.resnet50`` unchanged: state dicts are
 interchangeable with torchvision's. (On CPUs with bf16 instructions the trainer switches the blocks to a
-faster but equivalent implementation, :mod:`mammo_utils.fast_cpu`; nothing here depends on it.)
+faster but equivalent implementation, :mod:`mammo_utils.runs.fast_cpu`; nothing here depends on it.)
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torchvision
 
-from .errors import CheckpointError, MammoError
-from .paths import atomic_write_bytes
+from mammo_utils.errors import CheckpointError, MammoError
+from mammo_utils.runs.devices import Placement, prepare_input, prepare_model
+from mammo_utils.runs.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +140,24 @@ def load_classifier(path: Path, hint: str = "") -> tuple[Classifier, dict]:
     model = Classifier()
     meta = _load_into(path, CLASSIFIER_ARCH, model, "the classifier", hint)
     return model.eval(), meta
+
+
+@torch.no_grad()
+def predict(model: Classifier, images: torch.Tensor, where: Placement | None = None,
+            batch_size: int = 64) -> np.ndarray:
+    """Probability of the positive class for (N, 1, S, S) images in [0, 1] (on the CPU).
+
+    Args:
+        model: the classifier (put in eval mode here).
+        images: the images. where: device, precision and memory format (default: the CPU in fp32).
+        batch_size: images per forward pass.
+    """
+    where = where or Placement("cpu", torch.device("cpu"), "32-true", False)
+    model = prepare_model(model.eval(), where)
+    out = []
+    for i in range(0, len(images), batch_size):
+        with where.autocast():
+            logits = model(prepare_input(images[i : i + batch_size].float(), where)).squeeze(1)
+        out.append(torch.sigmoid(logits.float()).cpu())
+    model.to("cpu", memory_format=torch.contiguous_format)
+    return torch.cat(out).numpy() if out else np.zeros(0)

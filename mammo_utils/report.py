@@ -6,8 +6,9 @@ import json
 import math
 from pathlib import Path
 
-from .config import Config
-from .paths import STAGES, atomic_write_text, run_dir
+from mammo_utils.config import Config
+from mammo_utils.runs.files import atomic_write_text
+from mammo_utils.runs.paths import STAGES, run_dir
 
 TABLE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity")
 
@@ -149,7 +150,7 @@ def write_report(cfg: Config) -> Path:
                       "per point (a seed draws the women, the data order and the new head); every full "
                       "fine-tuning point trains the same number of optimisation steps, so a point measures "
                       "labels, not compute; thresholds and model selection on the whole validation split. "
-                      "Figure: `04_evaluation/label_efficiency.png`.", "", table, ""]
+                      "Figure: `04_evaluate/label_efficiency.png`.", "", table, ""]
         table = cross_validation_table(m)
         if table:
             parts += ["## Cross-validation by patient", "",
@@ -157,9 +158,9 @@ def write_report(cfg: Config) -> Path:
                       "her films), with each fold's own validation threshold; a self-supervised backbone is "
                       "pretrained per fold, on that fold's training women only.", "", table, ""]
         if m.get("by_density"):
-            parts += ["Metrics by breast density: `04_evaluation/by_density.png` and `by_density` in "
+            parts += ["Metrics by breast density: `04_evaluate/by_density.png` and `by_density` in "
                       "`metrics.json`.", ""]
-    loc_path = root / STAGES["explain"] / "localization.json"
+    loc_path = root / STAGES["gradcam"] / "localization.json"
     if loc_path.exists():
         parts += ["## Grad-CAM localization", "", localization_table(json.loads(loc_path.read_text())),
                   "", "Details and figures: `05_gradcam/`.", ""]
@@ -198,11 +199,7 @@ def _provenance(root: Path) -> list[str]:
     if hw.get("gpu"):
         machine += f", GPU {hw['gpu']}"
     config = m.get("config", {})
-    budget = config.get("budget", "standard")
-    precision = hw.get("precision") or config.get("precision", "?")
-    lines.append(f"- Budget: {budget}" + (
-        " (a CPU computing in fp32: config.REDUCED_DEMO's fewer epochs and steps, so the demo fits the machine)"
-        if budget == "reduced" else "") + f"; precision {precision}")
+    lines.append(f"- Precision: {hw.get('precision') or config.get('precision', '?')}")
     lines += [f"- Machine: {machine}",
               f"- git revision `{m.get('git_revision')}`, seed {m.get('seed')}",
               "- Versions: " + ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items()), "",
@@ -216,7 +213,7 @@ def portable_paths(config: dict) -> dict:
     parts), so a report names no one's machine."""
     import os
 
-    from .config import project_root
+    from mammo_utils.config import project_root
 
     root = str(project_root())
     out = {}

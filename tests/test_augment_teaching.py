@@ -1,10 +1,10 @@
 import torch
 
-from mammo_utils.augment import simclr_views
 from mammo_utils.config import AugmentConfig
-from mammo_utils.teaching import solve_notebook
-from mammo_utils.teaching.pretraining import check_nt_xent
-from mammo_utils.teaching.solutions.pretraining import my_nt_xent
+from mammo_utils.course import solve_notebook
+from mammo_utils.course.pretrain import check_nt_xent
+from mammo_utils.course.solutions.pretrain import my_nt_xent
+from mammo_utils.pretrain.views import simclr_views
 
 
 def test_two_different_views_of_the_right_size_and_range():
@@ -37,7 +37,7 @@ def test_solving_a_notebook_swaps_each_exercise_cell_for_an_import_of_its_soluti
         {"cell_type": "code", "metadata": {"tags": ["exercise"]},
          "source": ["def my_nt_xent(z0, z1, t):\n", "    raise NotImplementedError\n", "RUN_ABLATION = False\n"]},
         {"cell_type": "code", "metadata": {}, "source": ["x = 1\n"]}]}
-    solved = solve_notebook(nb, "pretraining")
+    solved = solve_notebook(nb, "pretrain")
     assert solved["cells"][0]["source"] == (
-        "from mammo_utils.teaching.solutions.pretraining import my_nt_xent, RUN_ABLATION  # noqa\n")
+        "from mammo_utils.course.solutions.pretrain import my_nt_xent, RUN_ABLATION  # noqa\n")
     assert solved["cells"][1] == nb["cells"][1] and "def my_nt_xent" in "".join(nb["cells"][0]["source"])

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mammo_utils.cache import cache_images, cache_key, verify_cache
 from mammo_utils.errors import DataError
-from mammo_utils.manifest import IMAGE_COLUMNS
-from mammo_utils.paths import atomic_write_bytes
-from mammo_utils.synthetic_images import generate_image
+from mammo_utils.prepare.cache import cache_images, cache_key, verify_cache
+from mammo_utils.prepare.manifest import IMAGE_COLUMNS
+from mammo_utils.prepare.synthetic import generate_image
+from mammo_utils.runs.files import atomic_write_bytes
 
 
 def _dataset(tmp_path, n=4):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from mammo_utils import cams
 from mammo_utils.errors import ConfigError
+from mammo_utils.gradcam import cams
 from mammo_utils.models import Classifier
-from mammo_utils.preprocess import Transform
+from mammo_utils.prepare.preprocess import Transform
 
 SIZE = 64
 
@@ -35,7 +35,7 @@ def test_cams_are_maps_in_unit_range(model, images, method):
 
 
 def test_unknown_method_is_refused_naming_the_setting(model, images):
-    with pytest.raises(ConfigError, match="explain.methods") as err:
+    with pytest.raises(ConfigError, match="gradcam.cams") as err:
         cams.compute_cams(model, images, "scorecam")
     assert all(name in str(err.value) for name in cams.CAM_METHODS)
     with pytest.raises(ConfigError, match="empty"):

@@ -45,26 +45,42 @@ def test_section_hash_changes_only_with_its_sections():
     assert a.section_hash("finetune") != b.section_hash("finetune")
 
 
-def test_the_demo_budget_follows_the_precision_and_the_user_s_settings_win(monkeypatch):
-    """fp32 on a CPU gets the reduced demo (REDUCED_DEMO), bf16 the standard one; an explicit setting wins."""
-    from mammo_utils import devices
-    from mammo_utils.config import REDUCED_DEMO
+def test_the_configuration_is_the_same_on_every_machine(monkeypatch):
+    """Building a configuration never probes the hardware: a CPU with or without bf16, a GPU or none, the same
+    profile gives the same settings (and so the same stage keys); only the placement, chosen when a stage runs,
+    differs."""
+    from mammo_utils.runs import devices
 
     for var in ("MAMMO_PROFILE", "MAMMO_DATASET", "MAMMO_OVERRIDES", "MAMMO_PRECISION"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(devices, "cuda_available", lambda: False)
-    monkeypatch.setattr(devices, "mps_available", lambda: False)
-    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
-    standard = load_config("demo", "synthetic")
-    assert standard.budget == "standard"
-    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
-    reduced = load_config("demo", "synthetic")
-    assert reduced.budget == "reduced"
-    assert reduced.pretrain.epochs == int(REDUCED_DEMO["pretrain.epochs"]) < standard.pretrain.epochs
-    assert reduced.finetune.epochs == int(REDUCED_DEMO["finetune.epochs"]) < standard.finetune.epochs
-    assert load_config("demo", "synthetic", overrides=["pretrain.epochs=9"]).pretrain.epochs == 9
-    assert load_config("demo", "synthetic", overrides=["budget=standard"]).pretrain.epochs == standard.pretrain.epochs
-    assert load_config("demo", "synthetic", precision="bf16-mixed").budget == "standard"
-    assert load_config("smoke", "synthetic").budget == "standard"
-    with pytest.raises(ConfigError, match="budget"):
-        load_config("demo", "synthetic", overrides=["budget=tiny"])
+    probed = []
+    for name in ("cuda_available", "mps_available", "cpu_has_bf16"):
+        monkeypatch.setattr(devices, name, lambda name=name: probed.append(name) or False)
+    cfg = load_config("demo", "synthetic")
+    assert probed == []
+    assert cfg.to_dict() == load_config("demo", "synthetic").to_dict()
+
+
+def test_overrides_keep_the_type_the_setting_declares():
+    """``float | int`` settings (Lightning's batch limits: an int counts batches, a float is a fraction) keep a
+    whole number an int; tuples of floats and of words parse; a bad value names the setting."""
+    cfg = load_config("demo", overrides=["pretrain.limit_batches=2", "finetune.limit_batches=0.5",
+                                          "finetune.label_fractions=0.1,0.5", "devices=auto"])
+    assert cfg.pretrain.limit_batches == 2 and isinstance(cfg.pretrain.limit_batches, int)
+    assert cfg.finetune.limit_batches == 0.5 and isinstance(cfg.finetune.limit_batches, float)
+    assert cfg.finetune.label_fractions == (0.1, 0.5)
+    assert load_config("smoke", overrides=["devices=2"]).devices == 2
+    with pytest.raises(ConfigError, match=r"pretrain\.epochs='three'"):
+        load_config("smoke", overrides=["pretrain.epochs=three"])
+    with pytest.raises(ConfigError, match="finetune.cv"):
+        load_config("smoke", overrides=["finetune.cv=maybe"])
+
+
+@pytest.mark.parametrize(("setting", "value", "allowed"), [
+    ("precision", "bf16", "32-true, bf16-mixed, 16-mixed"),
+    ("accelerator", "cuda:0", "auto, cpu, gpu, cuda, mps"),
+])
+def test_precision_and_accelerator_are_checked_with_the_allowed_values(setting, value, allowed):
+    with pytest.raises(ConfigError, match=f"Unknown {setting} {value!r}") as err:
+        load_config("smoke", overrides=[f"{setting}={value}"])
+    assert allowed in str(err.value)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mammo_utils.course.publish import COURSE_IMAGE_WIDTH_PX, course_copy, publish_course
 from mammo_utils.errors import MammoError
-from mammo_utils.paths import run_dir
-from mammo_utils.publish import COURSE_IMAGE_WIDTH_PX, course_copy, publish_course
+from mammo_utils.runs.paths import run_dir
 
 
 def _png(width: int, height: int) -> str:

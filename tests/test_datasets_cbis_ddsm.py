@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mammo_utils import manifest
 from mammo_utils.config import Config
-from mammo_utils.datasets import cbis_ddsm
 from mammo_utils.errors import DataError
+from mammo_utils.prepare import manifest
+from mammo_utils.prepare.sources import cbis_ddsm
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = Path(os.environ.get("MAMMO_SOURCES_DIR") or REPO.parent / "shared" / "datasets")

@@ -12,8 +12,8 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mammo_utils.config import Config
-from mammo_utils.datasets import cmmd
 from mammo_utils.errors import DataError
+from mammo_utils.prepare.sources import cmmd
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MAMMO_SOURCES_DIR") or REPO.parent / "shared" / "datasets") / "cmmd"

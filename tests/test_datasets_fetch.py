@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from mammo_utils import manifest
 from mammo_utils.config import Config
-from mammo_utils.datasets import mias
-from mammo_utils.datasets.fetch import read_sha256sums, sha256_file
 from mammo_utils.errors import DataError
+from mammo_utils.prepare import manifest
+from mammo_utils.prepare.sources import mias
+from mammo_utils.prepare.sources.fetch import read_sha256sums, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MAMMO_SOURCES_DIR") or REPO.parent / "shared" / "datasets") / "mias"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mammo_utils.config import Config
-from mammo_utils.datasets import inbreast
 from mammo_utils.errors import DataError
+from mammo_utils.prepare.sources import inbreast
 
 HEADER = "Patient ID;Patient age;Laterality;View;Acquisition date;File Name;ACR;Bi-Rads"
 # (file name, woman's hash, laterality, view, ACR, BI-RADS)

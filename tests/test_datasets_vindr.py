@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from mammo_utils.config import Config
-from mammo_utils.datasets import vindr
 from mammo_utils.errors import DataError
+from mammo_utils.prepare.sources import vindr
 
 BREAST = "study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,split"
 FINDING = ("study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,"

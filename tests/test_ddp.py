@@ -25,11 +25,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mammo_utils.config import load_config
-from mammo_utils.methods.moco import MoCoModule
-from mammo_utils.methods.simclr import SimCLRModule
 from mammo_utils.models import load_backbone, resnet50_backbone
-from mammo_utils.prepare import run_prepare
-from mammo_utils.pretrain import read_history
+from mammo_utils.prepare.stage import run_prepare
+from mammo_utils.pretrain.methods.moco import MoCoModule
+from mammo_utils.pretrain.methods.simclr import SimCLRModule
+from mammo_utils.pretrain.stage import read_history
 
 WORLD = 2
 N_PER_RANK = 4  # images per process; the whole batch is WORLD * N_PER_RANK
@@ -145,7 +145,7 @@ import json, os, sys, time
 from pathlib import Path
 import pytorch_lightning as pl
 import torch
-import mammo_utils.pretrain as stage
+import mammo_utils.pretrain.stage as stage
 from mammo_utils.config import load_config
 
 args = json.loads(sys.argv[1])
@@ -196,7 +196,7 @@ def ddp_run(request, tmp_path_factory) -> Iterator[SimpleNamespace]:
         done = subprocess.run([sys.executable, str(script), json.dumps(args)], cwd=base, env=env,
                               capture_output=True, text=True, timeout=300)
     yield SimpleNamespace(method=method, base=base, cfg=cfg, done=done,
-                          out=Path(cfg.runs_dir) / "smoke-synthetic" / "02_contrastive_pretraining")
+                          out=Path(cfg.runs_dir) / "smoke-synthetic" / "02_pretrain")
     shutil.rmtree(base, ignore_errors=True)  # two ResNet-50 state dicts and a run: ~0.5 GB per method
 
 

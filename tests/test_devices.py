@@ -9,9 +9,9 @@ import torch
 import torch._dynamo  # noqa: F401 -- imported before any torch function is patched (it records them at import)
 from torch.utils.data import DataLoader
 
-from mammo_utils import devices
 from mammo_utils.config import load_config
-from mammo_utils.devices import keep_freed_memory, placement, resolve_accelerator, resolve_precision
+from mammo_utils.runs import devices
+from mammo_utils.runs.devices import keep_freed_memory, placement, resolve_accelerator, resolve_precision
 
 
 @pytest.fixture
@@ -82,10 +82,10 @@ def test_trainer_is_built_for_mps_with_the_chosen_precision(monkeypatch, tmp_pat
         def __init__(self, **kwargs):
             seen.update(kwargs)
 
-    import mammo_utils.training as training
+    import mammo_utils.runs.trainer as training
 
     monkeypatch.setattr(training.pl, "Trainer", FakeTrainer)
-    training.build_trainer(load_config("smoke", "synthetic", runs_dir=str(tmp_path)), tmp_path, 1, 1)
+    training.make_trainer(load_config("smoke", "synthetic", runs_dir=str(tmp_path)), tmp_path, max_epochs=1)
     assert (seen["accelerator"], seen["precision"], seen["sync_batchnorm"]) == ("mps", "32-true", False)
     assert not any(type(c).__name__ == "FastBf16Blocks" for c in seen["callbacks"])
 
@@ -94,9 +94,9 @@ def test_loader_workers_start_under_spawn_as_on_macos(tiny_cfg):
     """macOS starts DataLoader workers with spawn: the dataset and its transforms must pickle."""
     import pandas as pd
 
-    from mammo_utils.augment import simclr_views
-    from mammo_utils.loaders import CachedImages
-    from mammo_utils.prepare import run_prepare
+    from mammo_utils.prepare.loaders import CachedImages
+    from mammo_utils.prepare.stage import run_prepare
+    from mammo_utils.pretrain.views import simclr_views
 
     index = pd.read_csv(run_prepare(tiny_cfg) / "preprocessed.csv", keep_default_na=False).head(4)
     dataset = CachedImages(index, transform=simclr_views(tiny_cfg.image_size_px, tiny_cfg.augment))

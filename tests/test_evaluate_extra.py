@@ -17,9 +17,7 @@ from sklearn.metrics import (
 )
 
 from mammo_utils.config import load_config
-from mammo_utils.evaluate import evaluate_cross_validation, evaluate_predictions, evaluate_sweep, run_evaluate
-from mammo_utils.finetune import run_finetune
-from mammo_utils.metrics import (
+from mammo_utils.evaluate.metrics import (
     METRICS,
     binary_metrics,
     bootstrap_ci,
@@ -27,9 +25,16 @@ from mammo_utils.metrics import (
     patient_resample_weights,
     weighted_metrics,
 )
-from mammo_utils.paths import run_dir
-from mammo_utils.prepare import run_prepare
+from mammo_utils.evaluate.stage import (
+    evaluate_cross_validation,
+    evaluate_predictions,
+    evaluate_sweep,
+    run_evaluate,
+)
+from mammo_utils.finetune.stage import run_finetune
+from mammo_utils.prepare.stage import run_prepare
 from mammo_utils.report import label_efficiency_table, results_table
+from mammo_utils.runs.paths import run_dir
 
 
 def _sim(n_patients, seed, separation=1.0, images=2, decimals=None):
@@ -229,7 +234,7 @@ def test_evaluation_scores_every_sweep_run_and_draws_the_new_figures(tiny_cfg):
     assert list(metrics["models"]) == ["random"]
     headline = pred[pred.headline & (pred.split == "test")]
     assert metrics["models"]["random"]["n_test_images"] == len(headline)
-    index = pd.read_csv(run_dir(cfg) / "01_data_preparation" / "preprocessed.csv", keep_default_na=False)
+    index = pd.read_csv(run_dir(cfg) / "01_prepare" / "preprocessed.csv", keep_default_na=False)
     density = dict(zip(index.image_id, index.density.astype(str), strict=True))
     for d, entry in metrics["by_density"]["random"].items():
         assert d in {"A", "B", "C", "D"}
@@ -277,14 +282,14 @@ def _table(markdown: str) -> tuple[dict[str, list[str]], list[str]]:
 def test_the_report_says_which_notebooks_only_walked_through_a_reused_stage(tmp_path):
     from mammo_utils.report import _provenance
 
-    (tmp_path / "04_evaluation").mkdir()
-    (tmp_path / "04_evaluation" / "metrics.json").write_text(json.dumps({"hardware": {}, "config": {}}))
+    (tmp_path / "04_evaluate").mkdir()
+    (tmp_path / "04_evaluate" / "metrics.json").write_text(json.dumps({"hardware": {}, "config": {}}))
     (tmp_path / "notebooks").mkdir()
-    timings = {"01_data_preparation.ipynb": 8.0, "02_contrastive_pretraining.ipynb": 35.0,
-               "03_fine_tuning.ipynb": 1006.0}
+    timings = {"01_prepare.ipynb": 8.0, "02_pretrain.ipynb": 35.0,
+               "03_finetune.ipynb": 1006.0}
     (tmp_path / "notebooks" / "timings.json").write_text(json.dumps(timings))
     line = next(x for x in _provenance(tmp_path) if x.startswith("- Wall time"))
     assert "reused" not in line and "02 35 s" in line  # an older run, without reused.json: nothing claimed
-    (tmp_path / "notebooks" / "reused.json").write_text(json.dumps(["02_contrastive_pretraining.ipynb"]))
+    (tmp_path / "notebooks" / "reused.json").write_text(json.dumps(["02_pretrain.ipynb"]))
     line = next(x for x in _provenance(tmp_path) if x.startswith("- Wall time"))
     assert "02 35 s with its stage reused" in line and "03 1006 s)" in line and line.count("reused") == 2

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torchvision
 
-from mammo_utils.fast_cpu import FastBottleneck, FastReLU, use_fast_bf16_blocks
 from mammo_utils.models import Classifier, resnet50_backbone
+from mammo_utils.runs.fast_cpu import FastBottleneck, FastReLU, use_fast_bf16_blocks
 
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])

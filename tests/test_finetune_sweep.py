@@ -10,15 +10,20 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from mammo_utils import finetune
-from mammo_utils.evaluate import run_evaluate
-from mammo_utils.finetune import run_finetune
-from mammo_utils.fit import check_interval
-from mammo_utils.linear_probe import extract_features, fit_linear_head, head_probabilities
-from mammo_utils.manifest import assign_splits, cross_validation_split, patient_strata, subsample_patients
+from mammo_utils.evaluate.stage import run_evaluate
+from mammo_utils.finetune import stage as finetune
+from mammo_utils.finetune.full import check_interval
+from mammo_utils.finetune.linear import extract_features, fit_linear_head, head_probabilities
+from mammo_utils.finetune.stage import run_finetune
 from mammo_utils.models import Classifier, resnet50_backbone
-from mammo_utils.prepare import run_prepare
-from mammo_utils.pretrain import run_pretrain
+from mammo_utils.prepare.split import (
+    assign_splits,
+    cross_validation_split,
+    patient_strata,
+    subsample_patients,
+)
+from mammo_utils.prepare.stage import run_prepare
+from mammo_utils.pretrain.stage import run_pretrain
 from mammo_utils.report import claim_table
 
 
@@ -155,13 +160,13 @@ def test_cross_validation_tests_each_woman_once_with_models_that_never_saw_her(t
     spy = _PretrainingSpy()
     pre = run_pretrain(cfg, callbacks=[spy])
     fold_of = dict(zip(index.image_id, index.fold, strict=True))  # the manifest's own column, not re-derived
-    assert set(spy.seen) == {"02_contrastive_pretraining", "cv0", "cv1", "cv2"}
+    assert set(spy.seen) == {"02_pretrain", "cv0", "cv1", "cv2"}
     for k in range(3):
         assert (pre / f"cv{k}" / "backbone.pt").exists()
         seen_folds = {fold_of[i] for i in spy.seen[f"cv{k}"]}
         assert seen_folds == {0, 1, 2} - {k, (k + 1) % 3}  # no film of the tested or the validation fold
-    assert {fold_of[i] for i in spy.seen["02_contrastive_pretraining"]} == {0, 1, 2}
-    assert set(spy.seen["02_contrastive_pretraining"]) == set(index.image_id[index.split == "train"])
+    assert {fold_of[i] for i in spy.seen["02_pretrain"]} == {0, 1, 2}
+    assert set(spy.seen["02_pretrain"]) == set(index.image_id[index.split == "train"])
 
     out = run_finetune(cfg)
     cv = pd.read_csv(out / "cv_predictions.csv")
@@ -199,7 +204,7 @@ def test_cross_validation_tests_each_woman_once_with_models_that_never_saw_her(t
 
 
 def test_full_fractions_narrow_only_the_full_protocol(tiny_cfg):
-    from mammo_utils.label_efficiency import fractions_for
+    from mammo_utils.finetune.sweep import fractions_for
 
     cfg = replace(tiny_cfg, finetune=replace(tiny_cfg.finetune, label_fractions=(0.1, 0.5, 1.0),
                                              full_fractions=(0.1, 1.0)))

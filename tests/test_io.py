@@ -1,4 +1,4 @@
-"""Tests for mammo_utils.io: every shared DICOM sample, PGM/PNG round trips, and every error path.
+"""Tests for mammo_utils.prepare.io: every shared DICOM sample, PGM/PNG round trips, and every error path.
 
 The real files come from ``$MAMMO_SOURCES_DIR`` (default ``<repo>/../shared/datasets``); tests that need
 them are skipped with a reason when that folder is absent. Nothing is downloaded.
@@ -18,7 +18,7 @@ from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import JPEG2000Lossless
 
 from mammo_utils.errors import DataError
-from mammo_utils.io import MammoImage, read_image
+from mammo_utils.prepare.io import MammoImage, read_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOURCES_DIR = Path(os.environ.get("MAMMO_SOURCES_DIR", REPO_ROOT.parent / "shared" / "datasets"))

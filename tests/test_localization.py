@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mammo_utils import localization
-from mammo_utils.cams import CAM_METHODS, compute_cams, positive_class_targets
+from mammo_utils.gradcam import road
+from mammo_utils.gradcam import scores as localization
+from mammo_utils.gradcam.cams import CAM_METHODS, compute_cams, positive_class_targets
 from mammo_utils.models import Classifier
 
 SIZE = 64
@@ -76,7 +77,7 @@ def test_patient_bootstrap_ci_contains_estimate_and_narrows():
 @pytest.mark.parametrize("method", list(CAM_METHODS))
 def test_road_scores_are_finite_for_each_method(model, images, method):
     cams = compute_cams(model, images, method)
-    scores = localization.road_scores(model, images, cams, percentiles=(20, 50, 80))
+    scores = road.road_scores(model, images, cams, percentiles=(20, 50, 80))
     assert scores.shape == (2,) and np.isfinite(scores).all()
 
 
@@ -85,7 +86,7 @@ def test_road_scores_equal_the_library_roadcombined(model, images):
 
     rng = np.random.default_rng(0)
     cams = rng.random((2, SIZE, SIZE)).astype(np.float32)  # no ties: the jitter changes no ranking
-    ours = localization.road_scores(model, images, cams, percentiles=(30, 70), seed=3)
+    ours = road.road_scores(model, images, cams, percentiles=(30, 70), seed=3)
     torch.manual_seed(3)
     theirs = ROADCombined(percentiles=[30, 70])(images, cams, positive_class_targets(2), model)
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)

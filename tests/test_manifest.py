@@ -2,15 +2,8 @@ import pandas as pd
 import pytest
 
 from mammo_utils.errors import DataError
-from mammo_utils.manifest import (
-    IMAGE_COLUMNS,
-    assign_splits,
-    image_level_leakage,
-    load_manifest,
-    save_manifest,
-    subsample_patients,
-    validate,
-)
+from mammo_utils.prepare.manifest import IMAGE_COLUMNS, load_manifest, save_manifest, validate
+from mammo_utils.prepare.split import assign_splits, image_level_leakage, subsample_patients
 
 
 def _images(n_patients=40, per_patient=4):

@@ -8,12 +8,12 @@ import torch
 
 from mammo_utils.config import load_config
 from mammo_utils.errors import ConfigError
-from mammo_utils.finetune import run_finetune
-from mammo_utils.methods import INITS, METHODS, get_method
-from mammo_utils.methods.moco import MoCoModule, queue_size
+from mammo_utils.finetune.stage import run_finetune
 from mammo_utils.models import load_backbone
-from mammo_utils.prepare import run_prepare
-from mammo_utils.pretrain import build_module, run_pretrain
+from mammo_utils.prepare.stage import run_prepare
+from mammo_utils.pretrain.methods import INITS, METHODS, get_method
+from mammo_utils.pretrain.methods.moco import MoCoModule, queue_size
+from mammo_utils.pretrain.stage import build_module, run_pretrain
 
 
 def test_every_method_is_a_registry_line_and_an_init():

@@ -9,7 +9,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from mammo_utils.metrics import binary_metrics, bootstrap_ci, choose_threshold, metrics_with_ci
+from mammo_utils.evaluate.metrics import binary_metrics, bootstrap_ci, choose_threshold, metrics_with_ci
 
 
 def _sim(n_patients, seed, separation=1.0):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mammo_utils.teaching import exercise_names, solve_notebook
+from mammo_utils.course import exercise_names, solve_notebook
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("0*.ipynb"))
@@ -68,8 +68,8 @@ def test_each_notebook_is_a_lesson(path):
     exercises = [c for c in code if "exercise" in _tags(c)]
     assert len(exercises) >= MIN_EXERCISES, f"{path.name}: {len(exercises)} exercises"
     topic = nb["metadata"]["mammo"]["topic"]
-    checks = importlib.import_module(f"mammo_utils.teaching.{topic}")
-    solutions = importlib.import_module(f"mammo_utils.teaching.solutions.{topic}")
+    checks = importlib.import_module(f"mammo_utils.course.{topic}")
+    solutions = importlib.import_module(f"mammo_utils.course.solutions.{topic}")
     for cell in exercises:
         for name in exercise_names(_source(cell)):
             assert hasattr(solutions, name), f"{path.name}: no reference solution for {name}"
@@ -103,7 +103,7 @@ def _printed(nb: dict) -> str:
 @pytest.fixture(scope="module")
 def course_env(tmp_path_factory):
     """The settings ``make test`` gives the notebooks (smoke profile, synthetic data), or a scratch copy."""
-    from mammo_utils.notebook import ensure_kernel
+    from mammo_utils.course.notebook import ensure_kernel
 
     base = tmp_path_factory.mktemp("course")
     env = {"MAMMO_PROFILE": os.environ.get("MAMMO_PROFILE", "smoke"),

@@ -12,15 +12,15 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
 from mammo_utils.__main__ import main
-from mammo_utils.cache import verify_cache
+from mammo_utils.course.publish import publish_run
 from mammo_utils.errors import MissingStageOutput
-from mammo_utils.evaluate import run_evaluate
-from mammo_utils.finetune import run_finetune
+from mammo_utils.evaluate.stage import run_evaluate
+from mammo_utils.finetune.stage import run_finetune
 from mammo_utils.models import load_backbone
-from mammo_utils.paths import run_dir
-from mammo_utils.prepare import run_prepare
-from mammo_utils.pretrain import run_pretrain
-from mammo_utils.publish import publish_run
+from mammo_utils.prepare.cache import verify_cache
+from mammo_utils.prepare.stage import run_prepare
+from mammo_utils.pretrain.stage import run_pretrain
+from mammo_utils.runs.paths import run_dir
 
 
 def tiny_cfg_dir(cfg):
@@ -174,8 +174,8 @@ def test_missing_runs_directory_is_named(tmp_path, capsys, monkeypatch):
 
 
 def test_prepare_stops_on_a_missing_file_unless_asked_to_keep_going(tiny_cfg):
-    from mammo_utils.datasets.synthetic import locate
     from mammo_utils.errors import DataError
+    from mammo_utils.prepare.sources.synthetic import locate
 
     root = locate(tiny_cfg)
     (root / "images" / "S0003_L_CC.png").unlink()

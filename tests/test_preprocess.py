@@ -1,7 +1,7 @@
 import numpy as np
 
-from mammo_utils.preprocess import Transform, breast_mask, lesion_mask, preprocess_image
-from mammo_utils.synthetic_images import generate_image
+from mammo_utils.prepare.preprocess import Transform, breast_mask, lesion_mask, preprocess_image
+from mammo_utils.prepare.synthetic import generate_image
 
 
 def _right_breast():
@@ -68,8 +68,8 @@ def test_chest_wall_side_agrees_with_laterality_on_real_mias(tmp_path):
     import pandas as pd
     import pytest
 
-    from mammo_utils.io import read_image
-    from mammo_utils.preprocess import breast_mask, chest_wall_on_right
+    from mammo_utils.prepare.io import read_image
+    from mammo_utils.prepare.preprocess import breast_mask, chest_wall_on_right
 
     from .conftest import REPO, sources_dir
 

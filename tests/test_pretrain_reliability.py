@@ -9,8 +9,8 @@ import pytorch_lightning as pl
 import torch
 
 from mammo_utils.models import load_backbone
-from mammo_utils.prepare import run_prepare
-from mammo_utils.pretrain import read_history, run_pretrain
+from mammo_utils.prepare.stage import run_prepare
+from mammo_utils.pretrain.stage import read_history, run_pretrain
 
 
 class _KillMidEpoch(pl.Callback):

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
 from mammo_utils.config import load_config
-from mammo_utils.manifest import assign_splits
+from mammo_utils.prepare.split import assign_splits
 from mammo_utils.protocols import probe, splits
 from mammo_utils.protocols.arms import plan_arms, split_arm
 from mammo_utils.protocols.crossval import ProbeSettings, run_logistic
@@ -273,9 +273,9 @@ def test_reproduce_runs_the_study_at_smoke_where_the_dataset_is_cross_validated_
 def test_the_stage_writes_its_table_figures_and_strict_json(tiny_cfg):
     from dataclasses import replace
 
-    from mammo_utils.prepare import run_prepare
-    from mammo_utils.pretrain import run_pretrain
-    from mammo_utils.protocols import run_protocols
+    from mammo_utils.prepare.stage import run_prepare
+    from mammo_utils.pretrain.stage import run_pretrain
+    from mammo_utils.protocols.study import run_protocols
 
     cfg = replace(tiny_cfg, protocols=replace(tiny_cfg.protocols, seeds=2, copies=(1, 2), patch_size_px=16,
                                               cnn_size_px=32, cnn_copies=2))

@@ -22,9 +22,9 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
 from mammo_utils.config import load_config
+from mammo_utils.course.reproduce import NOTEBOOKS, run_reproduce
 from mammo_utils.models import load_backbone
-from mammo_utils.preprocess import Transform
-from mammo_utils.reproduce import NOTEBOOKS, run_reproduce
+from mammo_utils.prepare.preprocess import Transform
 
 from .conftest import sources_dir
 from .test_datasets_mias import HAND_CHECKED_MASSES
@@ -101,7 +101,7 @@ def _copy_sibling(rows: pd.DataFrame) -> float:
 
 def test_stage_01_prepares_every_film_with_the_committed_split_by_woman(mias_run):
     _, root = mias_run
-    out = root / "01_data_preparation"
+    out = root / "01_prepare"
     images = pd.read_csv(out / "images.csv")
     assert len(images) == 322 and images.patient_id.nunique() == 161
     assert (images.abnormal == 0).sum() == 207 and images.malignant.sum() == 52
@@ -141,9 +141,9 @@ def test_every_notebook_ran_to_its_summary_with_each_exercise_not_yet(mias_run):
 
 def test_pretraining_is_per_fold_and_never_sees_that_folds_test_women(mias_run):
     _, root = mias_run
-    images = pd.read_csv(root / "01_data_preparation" / "images.csv")
+    images = pd.read_csv(root / "01_prepare" / "images.csv")
     fold_of = dict(zip(images.image_id, images.fold, strict=True))  # the manifest's own column
-    pre = root / "02_contrastive_pretraining"
+    pre = root / "02_pretrain"
     backbones = [load_backbone(pre / f"cv{k}" / "backbone.pt").state_dict() for k in range(N_FOLDS)]
     assert not torch.equal(backbones[0]["conv1.weight"], backbones[1]["conv1.weight"])  # one pretraining per fold
     for k in range(N_FOLDS):
@@ -157,9 +157,9 @@ def test_pretraining_is_per_fold_and_never_sees_that_folds_test_women(mias_run):
 
 def test_cross_validation_tests_each_woman_once_with_models_that_never_saw_her(mias_run):
     _, root = mias_run
-    images = pd.read_csv(root / "01_data_preparation" / "images.csv").set_index("image_id")
-    cv = pd.read_csv(root / "03_fine_tuning" / "cv_predictions.csv")
-    runs = pd.read_csv(root / "03_fine_tuning" / "runs.csv")
+    images = pd.read_csv(root / "01_prepare" / "images.csv").set_index("image_id")
+    cv = pd.read_csv(root / "03_finetune" / "cv_predictions.csv")
+    runs = pd.read_csv(root / "03_finetune" / "runs.csv")
     assert "cv_fold" in cv and set(cv.task) == set(TASKS) and set(cv.init) == {"simclr", "random"}
     for (task, init), rows in cv.groupby(["task", "init"]):
         test = rows[rows.split == "test"]
@@ -178,10 +178,10 @@ def test_cross_validation_tests_each_woman_once_with_models_that_never_saw_her(m
 def test_metrics_are_what_the_predictions_give_and_the_report_prints_them(mias_run):
     cfg, root = mias_run
     assert cfg.finetune.cv and cfg.split.n_folds == N_FOLDS  # MIAS has no official split: 5 folds by woman
-    metrics = json.loads((root / "04_evaluation" / "metrics.json").read_text())
+    metrics = json.loads((root / "04_evaluate" / "metrics.json").read_text())
     assert metrics["dataset"] == "mias" and list(metrics["tasks"]) == list(TASKS)
-    pred = pd.read_csv(root / "03_fine_tuning" / "predictions.csv")
-    cv = pd.read_csv(root / "03_fine_tuning" / "cv_predictions.csv")
+    pred = pd.read_csv(root / "03_finetune" / "predictions.csv")
+    cv = pd.read_csv(root / "03_finetune" / "cv_predictions.csv")
     report = (root / "report.md").read_text()
     for task, entry in metrics["tasks"].items():
         assert set(entry["models"]) == {"simclr", "random"}
@@ -229,7 +229,7 @@ def test_metrics_are_what_the_predictions_give_and_the_report_prints_them(mias_r
         if np.isfinite(aucs).any():
             assert r["over_seeds"]["roc_auc"]["mean"] == pytest.approx(np.nanmean(aucs))
     assert metrics["git_revision"] and metrics["versions"]["torch"]
-    json.loads((root / "04_evaluation" / "metrics.json").read_text(), parse_constant=_no_nan)  # valid JSON
+    json.loads((root / "04_evaluate" / "metrics.json").read_text(), parse_constant=_no_nan)  # valid JSON
 
 
 def _no_nan(name: str):
@@ -239,8 +239,8 @@ def _no_nan(name: str):
 def test_gradcam_scores_the_test_films_that_have_a_located_lesion(mias_run):
     _, root = mias_run
     loc = json.loads((root / "05_gradcam" / "localization.json").read_text())
-    index = pd.read_csv(root / "01_data_preparation" / "preprocessed.csv", keep_default_na=False)
-    lesions = pd.read_csv(root / "01_data_preparation" / "lesions.csv", keep_default_na=False)
+    index = pd.read_csv(root / "01_prepare" / "preprocessed.csv", keep_default_na=False)
+    lesions = pd.read_csv(root / "01_prepare" / "lesions.csv", keep_default_na=False)
     located = set(lesions.image_id[lesions["shape"] == "circle"])
     test = index[index.split == "test"]
     assert loc["dataset"] == "mias" and loc["n_test_images"] == len(test)
@@ -262,7 +262,7 @@ def test_gradcam_scores_the_test_films_that_have_a_located_lesion(mias_run):
 
 def test_mias_lesion_centres_land_inside_the_breast_after_preprocessing(mias_run):
     _, root = mias_run
-    out = root / "01_data_preparation"
+    out = root / "01_prepare"
     index = pd.read_csv(out / "preprocessed.csv", keep_default_na=False).set_index("image_id")
     lesions = pd.read_csv(out / "lesions.csv", keep_default_na=False)
     located = lesions[lesions["shape"] == "circle"]

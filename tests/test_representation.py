@@ -9,7 +9,7 @@ import torch
 from lightly.loss import NTXentLoss
 from sklearn.metrics.pairwise import cosine_similarity
 
-from mammo_utils.representation import (
+from mammo_utils.pretrain.analysis import (
     alignment,
     contrastive_probabilities,
     pair_similarities,

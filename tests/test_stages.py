@@ -5,11 +5,12 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from mammo_utils.evaluate import run_evaluate
-from mammo_utils.finetune import run_finetune
-from mammo_utils.paths import atomic_write_bytes, stage_dir
-from mammo_utils.prepare import run_prepare
-from mammo_utils.pretrain import run_pretrain
+from mammo_utils.evaluate.stage import run_evaluate
+from mammo_utils.finetune.stage import run_finetune
+from mammo_utils.prepare.stage import run_prepare
+from mammo_utils.pretrain.stage import run_pretrain
+from mammo_utils.runs.files import atomic_write_bytes
+from mammo_utils.runs.paths import stage_dir
 
 
 def _key(cfg, stage):

@@ -1,6 +1,6 @@
 import numpy as np
 
-from mammo_utils.synthetic_images import LESION_TYPES, generate_image, generate_patient
+from mammo_utils.prepare.synthetic import LESION_TYPES, generate_image, generate_patient
 
 
 def test_generator_is_deterministic_per_seed():

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mammo_utils.manifest import image_level_leakage
-from mammo_utils.teaching import data_preparation as checks
-from mammo_utils.teaching.solutions import data_preparation as solutions
+from mammo_utils.course import prepare as checks
+from mammo_utils.course.solutions import prepare as solutions
+from mammo_utils.prepare.split import image_level_leakage
 
 
 def _stub(*args):
@@ -93,7 +93,7 @@ def test_typical_wrong_patient_splits_fail_with_a_hint(wrong, says, capsys):
 
 def test_the_package_split_passes_the_learners_check(capsys):
     """The check holds the learner to what manifest.assign_splits does (train/val merged into train)."""
-    from mammo_utils.manifest import assign_splits
+    from mammo_utils.prepare.split import assign_splits
 
     def package(images, test_fraction, seed):
         split = assign_splits(images.assign(split="", fold=""), 0.0, test_fraction, 0, seed)["split"]

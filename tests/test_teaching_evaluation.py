@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mammo_utils.metrics import bootstrap_ci
-from mammo_utils.teaching import evaluation as checks
-from mammo_utils.teaching.solutions import evaluation as solutions
+from mammo_utils.course import evaluate as checks
+from mammo_utils.course.solutions import evaluate as solutions
+from mammo_utils.evaluate.metrics import bootstrap_ci
 
 
 def _stub(*args, **kwargs):

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mammo_utils.teaching import fine_tuning as checks
-from mammo_utils.teaching.solutions import fine_tuning as solutions
+from mammo_utils.course import finetune as checks
+from mammo_utils.course.solutions import finetune as solutions
 
 
 def _stub(*args, **kwargs):
@@ -147,7 +147,7 @@ def test_unstratified_or_by_image_subsets_fail(capsys):
 # 3.5 the ablation -----------------------------------------------------------------------------------------------------
 
 def _write_runs(cfg, fraction: float, auc: float) -> None:
-    from mammo_utils.paths import stage_dir
+    from mammo_utils.runs.paths import stage_dir
 
     runs = pd.DataFrame([{"run": init, "init": init, "task": cfg.task, "role": "headline", "label_fraction": fraction,
                           "n_train_patients": int(40 * fraction), "steps": 10, "best_val_auc": auc}
@@ -187,7 +187,7 @@ def test_ablation_without_a_smaller_fraction_fails(tiny_cfg, capsys):
 
 
 def test_the_variant_shares_the_first_runs_data_and_backbone(tiny_cfg):
-    from mammo_utils.paths import stage_dir
+    from mammo_utils.runs.paths import stage_dir
 
     for stage, name in (("prepare", "preprocessed.csv"), ("pretrain", "backbone.pt")):
         folder = stage_dir(tiny_cfg, stage)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from mammo_utils.teaching import gradcam as checks
-from mammo_utils.teaching.solutions import gradcam as solutions
+from mammo_utils.course import gradcam as checks
+from mammo_utils.course.solutions import gradcam as solutions
 
 
 def _stub(*_args, **_kwargs):

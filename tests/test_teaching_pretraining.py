@@ -13,18 +13,18 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.neighbors import KNeighborsClassifier
 
 from mammo_utils.config import load_config
-from mammo_utils.paths import stage_dir
-from mammo_utils.pretrain import SECTIONS
-from mammo_utils.stage import stage_key
-from mammo_utils.teaching import solve_notebook
-from mammo_utils.teaching.pretraining import (
+from mammo_utils.course import solve_notebook
+from mammo_utils.course.pretrain import (
     check_ablation,
     check_knn_balanced_accuracy,
     check_nt_xent,
     check_random_embedding_loss,
     check_training_step,
 )
-from mammo_utils.teaching.solutions import pretraining as solutions
+from mammo_utils.course.solutions import pretrain as solutions
+from mammo_utils.pretrain.stage import SECTIONS
+from mammo_utils.runs.paths import stage_dir
+from mammo_utils.runs.stage import stage_key
 
 
 def _line(capsys) -> str:
@@ -69,7 +69,7 @@ def test_random_embedding_loss(capsys):
 
 
 def test_the_reference_answer_to_random_embeddings_is_what_lightly_averages():
-    from mammo_utils.teaching.pretraining import mean_random_loss
+    from mammo_utils.course.pretrain import mean_random_loss
 
     assert mean_random_loss(8, 1.0, dim=2048, draws=50) == pytest.approx(math.log(15), abs=0.01)
 
@@ -177,9 +177,9 @@ def test_ablation(tmp_path, capsys, monkeypatch):
 def test_the_notebook_s_exercise_cells_have_a_solution_each():
     from pathlib import Path
 
-    nb = json.loads((Path(__file__).resolve().parent.parent / "notebooks" / "02_contrastive_pretraining.ipynb")
+    nb = json.loads((Path(__file__).resolve().parent.parent / "notebooks" / "02_pretrain.ipynb")
                     .read_text())
-    solved = solve_notebook(nb, "pretraining")
+    solved = solve_notebook(nb, "pretrain")
     imports = [c["source"] for c in solved["cells"] if "exercise" in c.get("metadata", {}).get("tags", [])]
     assert len(imports) >= 5
     names = [n.strip() for line in imports for n in line.split(" import ", 1)[1].split("#")[0].split(",")]

@@ -4,19 +4,19 @@ typical mistakes, never an exception."""
 import numpy as np
 import pandas as pd
 
-from mammo_utils.metrics import choose_threshold
-from mammo_utils.teaching.protocols import (
+from mammo_utils.course.protocols import (
     check_best_threshold,
     check_nearest_similarity,
     check_patient_folds,
     check_twin_share,
 )
-from mammo_utils.teaching.solutions.protocols import (
+from mammo_utils.course.solutions.protocols import (
     my_best_threshold,
     my_nearest_similarity,
     my_patient_folds,
     my_twin_share,
 )
+from mammo_utils.evaluate.metrics import choose_threshold
 
 
 def stub(*args):

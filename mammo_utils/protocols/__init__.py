@@ -17,9 +17,5 @@ Modules, one concern each: :mod:`.splits` (each arm's split and the leaks it mea
 and augmented copies), :mod:`.patches` (patches and their controls), :mod:`.backbones` (one per fold),
 :mod:`.features` (the on-disk feature cache), :mod:`.probe` (logistic regression and its choices),
 :mod:`.crossval` (one arm's cross-validation), :mod:`.cnn` (the fine-tuned CNN), :mod:`.scoring`,
-:mod:`.table`, :mod:`.figures` and :mod:`.study` (``run_protocols``, the stage).
+:mod:`.table`, :mod:`.figures` and :mod:`.study` (the stage, ``run_protocols``).
 """
-
-from .study import run_protocols
-
-__all__ = ["run_protocols"]

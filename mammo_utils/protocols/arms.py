@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from . import splits
+from mammo_utils.protocols import splits
 
 
 @dataclass(frozen=True)

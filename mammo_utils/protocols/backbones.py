@@ -2,11 +2,11 @@
 random initialisation per seed.
 
 - **Whole films**: stage 02 already pretrained, per cross-validation fold k, a backbone on fold k's training
-  women only (``02_contrastive_pretraining/cv<k>/backbone.pt``). It is reused when its record proves it (the ids
+  women only (``02_pretrain/cv<k>/backbone.pt``). It is reused when its record proves it (the ids
   of the films it trained on, in its ``stage.json``, include none of fold k); otherwise, when the study may
   pretrain (``protocols.pretrain_folds``), it pretrains one the same way, into ``06_protocols/backbones``.
 - **Patches** (A3): SimCLR pretrained, per fold, on the unlabelled patches of that fold's training women
-  (:func:`mammo_utils.pretrain.pretraining_images` on the patch table: not fold k, which tests, nor fold k+1,
+  (:func:`mammo_utils.pretrain.stage.pretraining_images` on the patch table: not fold k, which tests, nor fold k+1,
   whose labels monitor it), at the patches' native size.
 
 A leaky arm (whose test fold is not a set of women) uses the same backbone for its fold k as the honest arm of its
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import Config
-from ..paths import how_to_run, stage_dir
-from ..pretrain import pretrain_one, pretraining_images
-from .features import BackboneRef, checkpoint_backbone
+from mammo_utils.config import Config
+from mammo_utils.pretrain.stage import pretrain_one, pretraining_images
+from mammo_utils.protocols.features import BackboneRef, checkpoint_backbone
+from mammo_utils.runs.paths import how_to_run, stage_dir
 
 log = logging.getLogger(__name__)
 

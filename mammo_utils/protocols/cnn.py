@@ -1,4 +1,4 @@
-"""The project's own fine-tuned CNN under a protocol: :func:`mammo_utils.fit.fit_full`, every layer trained.
+"""The project's own fine-tuned CNN under a protocol: :func:`mammo_utils.finetune.full.fit_full`, every layer trained.
 
 A frozen backbone with a linear head can only exploit a leak its features already expose; a network trained end
 to end can also memorise its training items, twins included. The study fine-tunes it at a small size (a smaller
@@ -21,15 +21,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..config import Config
-from ..devices import placement
-from ..fit import fit_full, predict
-from ..loaders import CachedImages
-from ..metrics import choose_threshold
-from ..training import seed_everything
-from . import splits
-from .crossval import ArmRun, fold_rows
-from .items import save_npy
+from mammo_utils.config import Config
+from mammo_utils.evaluate.metrics import choose_threshold
+from mammo_utils.finetune.full import fit_full
+from mammo_utils.models import predict
+from mammo_utils.prepare.loaders import CachedImages
+from mammo_utils.protocols import splits
+from mammo_utils.protocols.crossval import ArmRun, fold_rows
+from mammo_utils.protocols.items import save_npy
+from mammo_utils.runs.devices import placement
+from mammo_utils.runs.trainer import seed_everything
 
 log = logging.getLogger(__name__)
 

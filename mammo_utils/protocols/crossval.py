@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from . import probe, splits
-from .arms import Arm
-from .scoring import nearest_train_similarity
+from mammo_utils.protocols import probe, splits
+from mammo_utils.protocols.arms import Arm
+from mammo_utils.protocols.scoring import nearest_train_similarity
 
 ROW_COLUMNS = ["item_id", "image_id", "patient_id", "label", "fold", "probability", "threshold"]
 

@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..devices import Placement
-from ..linear_probe import extract_features
-from ..models import load_backbone, resnet50_backbone
-from ..paths import atomic_write_bytes
-from ..training import seed_everything
-from .items import load_pixels
+from mammo_utils.finetune.linear import extract_features
+from mammo_utils.models import load_backbone, resnet50_backbone
+from mammo_utils.protocols.items import load_pixels
+from mammo_utils.runs.devices import Placement
+from mammo_utils.runs.files import atomic_write_bytes
+from mammo_utils.runs.trainer import seed_everything
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ..plots import METRIC_LABELS, init_color, save_figure, styled, subplots
-from .arms import Arm
-from .scoring import REPORTED
+from mammo_utils.plots import METRIC_LABELS, init_color, save_figure, styled, subplots
+from mammo_utils.protocols.arms import Arm
+from mammo_utils.protocols.scoring import REPORTED
 
 
 def _row_label(entry: dict) -> str:

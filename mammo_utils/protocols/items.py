@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..augment import finetune_transform
-from ..config import AugmentConfig
-from ..paths import atomic_write_bytes
+from mammo_utils.config import AugmentConfig
+from mammo_utils.pretrain.views import finetune_transform
+from mammo_utils.runs.files import atomic_write_bytes
 
 ITEM_COLUMNS = ["item_id", "image_id", "patient_id", "label", "fold", "array_path"]
 

@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from ..io import read_image
-from ..preprocess import breast_mask
-from .items import save_npy
+from mammo_utils.prepare.io import read_image
+from mammo_utils.prepare.preprocess import breast_mask
+from mammo_utils.protocols.items import save_npy
 
 PATCH_COLUMNS = ["item_id", "image_id", "patient_id", "label", "fold", "array_path", "site_id", "kind", "x", "y",
                  "size_px"]

@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from ..metrics import auc_or_half, choose_threshold
+from mammo_utils.evaluate.metrics import auc_or_half, choose_threshold
 
 
 def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:

@@ -3,7 +3,7 @@ leakage fingerprint (how close each test item is to its nearest training item).
 
 Every fold's test items are predicted by a model that did not train on them; the folds' test predictions are
 pooled (each with its own fold's threshold) and scored once, and the 95% interval resamples **women**, all of
-a resampled woman's items together (:func:`mammo_utils.metrics.metrics_with_ci`), whatever the arm's unit of
+a resampled woman's items together (:func:`mammo_utils.evaluate.metrics.metrics_with_ci`), whatever the arm's unit of
 split: a leaky arm's items are still correlated within a woman.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..metrics import metrics_with_ci
+from mammo_utils.evaluate.metrics import metrics_with_ci
 
 REPORTED = ("accuracy", "balanced_accuracy", "roc_auc")
 

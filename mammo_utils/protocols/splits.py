@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from mammo_utils.errors import DataError
 
 TRAIN, VAL, TEST = "train", "val", "test"
 
@@ -42,7 +42,7 @@ def stratified_folds(units: pd.Series, n_folds: int, seed: int) -> pd.Series:
     Returns:
         The fold (0..n_folds-1) of each unit, indexed like ``units``. Strata are dealt round-robin, continuing
         from one stratum to the next, so fold sizes differ by at most one and every fold gets each stratum's
-        share (as :func:`mammo_utils.manifest.assign_splits` does for women).
+        share (as :func:`mammo_utils.prepare.split.assign_splits` does for women).
     """
     rng = np.random.default_rng(seed)
     fold = pd.Series(0, index=units.index, dtype=int)

@@ -10,101 +10,33 @@ scores everything with patient-bootstrap intervals, and writes ``protocols.json`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..config import Config
-from ..datasets import get_dataset
-from ..devices import placement
-from ..manifest import load_manifest
-from ..paths import atomic_write_json, require, stage_dir
-from ..prepare import load_index
-from ..stage import begin, is_done, mark_done, provenance, stage_key
-from ..training import Progress
-from . import cnn, figures, table
-from .arms import Arm, plan_arms, split_arm
-from .backbones import fold_backbones
-from .crossval import ArmRun, ProbeSettings, run_logistic
-from .features import BackboneRef, FeatureStore, random_backbone
-from .items import augmented_copies, films_table, with_copies
-from .patches import PatchPlan, centre_contrast_auc, make_patches, plan_key
-from .scoring import fingerprint_summary, over_seeds, pooled_metrics
+from mammo_utils.config import Config
+from mammo_utils.protocols import cnn, figures, table
+from mammo_utils.protocols.arms import Arm, split_arm
+from mammo_utils.protocols.crossval import ArmRun, ProbeSettings, run_logistic
+from mammo_utils.protocols.features import BackboneRef
+from mammo_utils.protocols.inputs import Study, _digest
+from mammo_utils.protocols.items import with_copies
+from mammo_utils.protocols.scoring import fingerprint_summary, over_seeds, pooled_metrics
+from mammo_utils.runs.files import atomic_write_json
+from mammo_utils.runs.paths import require
+from mammo_utils.runs.provenance import provenance
+from mammo_utils.runs.stage import StageRun, is_done
+from mammo_utils.runs.trainer import Progress
 
 log = logging.getLogger(__name__)
 
 SECTIONS = ("dataset", "seed", "task", "image_size_px", "split", "augment", "pretrain", "finetune", "evaluate",
             "protocols", "precision")
 OUTPUTS = ["protocols.json", "protocols.md", "protocols.csv", "protocols.png", "fingerprint.png"]
-
-
-def _digest(obj: object) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
-class Study:
-    """The items, backbones and features of one run's study (built once, used by every arm)."""
-
-    def __init__(self, cfg: Config, out: Path) -> None:
-        self.cfg, self.out, p = cfg, out, cfg.protocols
-        self.n_folds = cfg.split.n_folds
-        self.val_share = 1 / (self.n_folds - 1)  # one fold's worth of the other folds' units validates
-        self.seeds = [cfg.seed + s for s in range(p.seeds)]
-        self.ssl = cfg.pretrain.method
-        self.arms = plan_arms(p.copies)
-        index = load_index(cfg)
-        images, lesions = load_manifest(require(cfg, "prepare", "images.csv").parent)
-        images = images[images.image_id.astype(str).isin(set(index.image_id.astype(str)))]
-        self.index, self.films = index, films_table(index, cfg.task)
-        items = out / "items"
-        copies_key = _digest([cfg.image_size_px, asdict(cfg.augment), cfg.seed, sorted(self.films.array_path)])
-        self.copies = augmented_copies(self.films, max(p.copies), items / f"copies-{copies_key}", cfg.image_size_px,
-                                       cfg.augment, cfg.seed)
-        self.copies_key = copies_key
-        self.plan = PatchPlan(p.patch_size_px, p.patches_per_site, normal_sites_per_film=p.normal_sites_per_film)
-        root = get_dataset(cfg.dataset).locate(cfg)
-        key = plan_key(self.plan, images, lesions, cfg.seed)
-        self.patches = make_patches(images, lesions, root, items / f"patches-{key}", self.plan, cfg.seed)
-        self.controls = centre_contrast_auc(images, lesions, root, self.plan, cfg.seed, self.patches)
-        self.family_items = {"films": pd.concat([self.films, self.copies.drop(columns="copy")], ignore_index=True),
-                             "patches": self.patches}
-        self.position = {f: pd.Index(t.item_id.astype(str)) for f, t in self.family_items.items()}
-        self.store = FeatureStore(out / "features", placement(cfg), batch_size=2 * cfg.finetune.batch_size)
-        pre_key = _digest([cfg.section_hash("dataset", "seed", "split", "augment", "pretrain", "precision"), key,
-                           p.patch_size_px, p.patch_pretrain_epochs])
-        self.fold_refs = {"films": fold_backbones(cfg, self.films, "films", out, pre_key),
-                          "patches": fold_backbones(cfg, self.patches, "patches", out, pre_key)}
-        self._matrices: dict[tuple[str, str], np.ndarray] = {}
-
-    def items_of(self, arm: Arm) -> pd.DataFrame:
-        """The items an arm splits: the films, the first K copies of each, or the patches."""
-        if arm.family == "patches":
-            return self.patches
-        return with_copies(self.copies, arm.copies).drop(columns="copy") if arm.copies else self.films
-
-    def refs(self, family: str, init: str, seed: int) -> list[BackboneRef | None]:
-        """The backbone of each fold: the family's per-fold self-supervised ones, or the seed's random one."""
-        return self.fold_refs[family] if init == self.ssl else [random_backbone(seed)] * self.n_folds
-
-    def matrix(self, family: str, ref: BackboneRef) -> np.ndarray:
-        """Features of every item of the family under ``ref`` (cached on disk; the last few kept in memory)."""
-        if (family, ref.tag) not in self._matrices:
-            if len(self._matrices) >= self.n_folds + 1:
-                self._matrices.pop(next(iter(self._matrices)))
-            if family == "films":
-                tag = f"copies{len(self.copies) // max(len(self.films), 1)}"
-                x = np.concatenate([self.store.features(ref, self.films, "films"),
-                                    self.store.features(ref, self.copies, tag)])
-            else:
-                x = self.store.features(ref, self.patches, f"patches-{self.plan.size_px}")
-            self._matrices[(family, ref.tag)] = x
-        return self._matrices[(family, ref.tag)]
 
 
 def _logistic_runs(study: Study, skipped: list[dict]) -> list[dict]:
@@ -243,13 +175,11 @@ def run_protocols(cfg: Config, force: bool = False) -> Path:
         force: run it again even if a finished study with the same settings exists (features, patches and
             pretrained backbones on disk are reused when their own keys match).
     """
-    out = stage_dir(cfg, "protocols", create=False)
-    key = stage_key(cfg, "protocols", SECTIONS)
-    if not force and is_done(out, key, OUTPUTS):
-        log.info("stage 06 is up to date in %s (pass force=True or --force to run it again)", out)
-        return out
+    run = StageRun(cfg, "protocols", SECTIONS, OUTPUTS, force)
+    if run.up_to_date:
+        return run.folder
     require(cfg, "pretrain", "backbone.pt")
-    begin(cfg, "protocols")
+    out = run.begin()
     clock = {"start": time.perf_counter()}
     study = Study(cfg, out)
     clock["items_and_backbones"] = time.perf_counter()
@@ -267,7 +197,6 @@ def run_protocols(cfg: Config, force: bool = False) -> Path:
     table.write(out, summary)
     figures.arms_figure(summary, out / "protocols.png")
     figures.fingerprint_figure(fingerprints, study.arms, out / "fingerprint.png")
-    mark_done(out, key, cfg, seconds=seconds)
     log.info("stage 06: %d runs in %.0f s (%d feature rows computed); %s", len(runs), seconds["total"],
              study.store.computed, out)
-    return out
+    return run.finish(seconds=seconds)

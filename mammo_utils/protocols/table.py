@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..evaluate import PAPER_CLAIM, copy_sibling_accuracy
-from ..paths import atomic_write_text
-from .scoring import REPORTED
-from .splits import expected_twin_share
+from mammo_utils.evaluate.stage import PAPER_CLAIM, copy_sibling_accuracy
+from mammo_utils.protocols.scoring import REPORTED
+from mammo_utils.protocols.splits import expected_twin_share
+from mammo_utils.runs.files import atomic_write_text
 
 if TYPE_CHECKING:
-    from .study import Study
+    from mammo_utils.protocols.inputs import Study
 
 MODELS = {"logistic": "frozen features + logistic regression", "cnn": "fine-tuned CNN (small)"}
 INTRO = (
