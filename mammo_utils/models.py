@@ -1,10 +1,13 @@
-"""The networks: torchvision's ResNet-50 with a one-channel stem, a classifier head, and safe checkpoints.
+"""The networks: torchvision's ResNet-18 or ResNet-50 with a one-channel stem, a classifier head, and safe
+checkpoints.
 
 Mammograms are grey, so the first convolution takes one channel. With ImageNet weights its three RGB kernels
 are summed into one, which is exactly what repeating the grey channel three times would compute, at a third
-of the cost of the first layer. Everything else is ``torchvision.models.resnet50`` unchanged: state dicts are
-interchangeable with torchvision's. (On CPUs with bf16 instructions the trainer switches the blocks to a
-faster but equivalent implementation, :mod:`mammo_utils.runs.fast_cpu`; nothing here depends on it.)
+of the cost of the first layer. Everything else is ``torchvision.models.resnet18`` / ``resnet50`` unchanged:
+state dicts are interchangeable with torchvision's. The paper's network is ResNet-50 (profile ``full``); the
+laptop demo trains ResNet-18, which learns the same way at about a third of the cost on 64 px crops
+(``backbone`` in :mod:`mammo_utils.config`). (On CPUs with bf16 instructions the trainer switches the blocks to
+a faster but equivalent implementation, :mod:`mammo_utils.runs.fast_cpu`; nothing here depends on it.)
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from mammo_utils.runs.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-FEATURE_DIM = 2048
-BACKBONE_ARCH = "resnet50-1ch"
-CLASSIFIER_ARCH = "resnet50-1ch-classifier"
+# architecture -> width of its features (the input of the projection head and of the classifier)
+FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048}
 # Grey-level statistics of ImageNet (mean and std of the luminance), used for every initialisation so the
 # three inits see identical inputs.
 GREY_MEAN, GREY_STD = 0.449, 0.226
+_IMAGENET = {"resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+             "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V2}
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -36,29 +40,31 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - GREY_MEAN) / GREY_STD
 
 
-def imagenet_weights_path() -> Path:
-    """Where torchvision keeps the ResNet-50 ImageNet weights in the local torch cache."""
-    url = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+def imagenet_weights_path(arch: str = "resnet50") -> Path:
+    """Where torchvision keeps the ImageNet weights of ``arch`` in the local torch cache."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / _IMAGENET[arch].url.rsplit("/", 1)[-1]
 
 
-def resnet50_backbone(init: str = "random") -> nn.Module:
-    """A torchvision ResNet-50 with a one-channel first convolution and no classification layer.
+def make_backbone(arch: str = "resnet50", init: str = "random") -> nn.Module:
+    """A torchvision ResNet with a one-channel first convolution and no classification layer.
 
     Args:
+        arch: ``resnet18`` or ``resnet50`` (:data:`FEATURE_DIMS`).
         init: ``random`` or ``imagenet`` (weights read from the local torch cache only; never downloaded).
 
     Returns:
-        A module mapping (B, 1, H, W) to (B, 2048) features. ``layer4[-1]`` is the Grad-CAM target layer.
+        A module mapping (B, 1, H, W) to (B, 512) or (B, 2048) features. ``layer4[-1]`` is the Grad-CAM target.
     """
-    net = torchvision.models.resnet50(weights=None)
+    if arch not in FEATURE_DIMS:
+        raise MammoError(f"Unknown backbone {arch!r}; use one of {', '.join(FEATURE_DIMS)}.")
+    net = getattr(torchvision.models, arch)(weights=None)
     if init == "imagenet":
-        path = imagenet_weights_path()
+        path = imagenet_weights_path(arch)
         if not path.exists():
             raise MammoError(
                 f"ImageNet weights are not in the local torch cache ({path}). On a machine with internet, run "
-                "`python -c \"import torchvision; torchvision.models.resnet50(weights='IMAGENET1K_V2')\"` and "
-                "copy the file there, or leave 'imagenet' out of finetune.inits."
+                f"`python -c \"import torchvision; torchvision.models.{arch}(weights='{_IMAGENET[arch].name}')\"` "
+                "and copy the file there, or leave 'imagenet' out of finetune.inits."
             )
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     elif init != "random":
@@ -75,14 +81,26 @@ def resnet50_backbone(init: str = "random") -> nn.Module:
 class Classifier(nn.Module):
     """Backbone plus a linear head with one logit (positive class = ``task`` is 1)."""
 
-    def __init__(self, backbone: nn.Module | None = None, dropout: float = 0.0) -> None:
+    def __init__(self, backbone: nn.Module | None = None, dropout: float = 0.0, arch: str = "resnet50") -> None:
         super().__init__()
-        self.backbone = backbone if backbone is not None else resnet50_backbone()
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(FEATURE_DIM, 1))
+        self.backbone = backbone if backbone is not None else make_backbone(arch)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim(self.backbone), 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) images in [0, 1] → (B, 1) logits."""
         return self.head(self.backbone(normalize(x)))
+
+
+def backbone_arch(backbone: nn.Module) -> str:
+    """``resnet18`` or ``resnet50``: which architecture a backbone is (from its blocks)."""
+    from torchvision.models.resnet import BasicBlock
+
+    return "resnet18" if isinstance(backbone.layer1[0], BasicBlock) else "resnet50"
+
+
+def feature_dim(backbone: nn.Module) -> int:
+    """The width of a backbone's features: 512 for ResNet-18, 2048 for ResNet-50."""
+    return FEATURE_DIMS[backbone_arch(backbone)]
 
 
 def _save(path: Path, payload: dict) -> Path:
@@ -94,7 +112,9 @@ def _save(path: Path, payload: dict) -> Path:
     return Path(path)
 
 
-def _load(path: Path, arch: str, hint: str) -> dict:
+def _load(path: Path, kind: str, hint: str) -> tuple[dict, str]:
+    """The payload of a checkpoint of ``kind`` (``backbone`` or ``classifier``) and its architecture; clear errors
+    for a missing, unreadable or foreign file."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"No checkpoint at {path}. {hint}")
@@ -102,21 +122,15 @@ def _load(path: Path, arch: str, hint: str) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors all mean the same thing to a person
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}). {hint}") from None
-    if not isinstance(payload, dict) or payload.get("arch") != arch:
-        found = payload.get("arch") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(f"{path} holds a {found!r} checkpoint, not {arch!r}. {hint}")
-    return payload
+    tags = {f"{a}-1ch" + ("-classifier" if kind == "classifier" else ""): a for a in FEATURE_DIMS}
+    found = payload.get("arch") if isinstance(payload, dict) else type(payload).__name__
+    if found not in tags:
+        raise CheckpointError(f"{path} holds a {found!r} checkpoint, not a one-channel ResNet {kind}. {hint}")
+    return payload, tags[found]
 
 
-def save_backbone(path: Path, backbone: nn.Module, meta: dict | None = None, arch: str = BACKBONE_ARCH) -> Path:
-    """Write a module's weights (plain tensors only, loadable with ``weights_only=True``) tagged with ``arch``."""
-    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
-    return _save(path, {"arch": arch, "state_dict": state, "meta": meta or {}})
-
-
-def _load_into(path: Path, arch: str, model: nn.Module, what: str, hint: str) -> dict:
-    """Load ``path``'s weights into ``model``; returns the payload's meta."""
-    payload = _load(path, arch, hint)
+def _load_into(path: Path, payload: dict, model: nn.Module, what: str) -> dict:
+    """Load ``payload``'s weights into ``model``; returns its meta."""
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
@@ -124,21 +138,35 @@ def _load_into(path: Path, arch: str, model: nn.Module, what: str, hint: str) ->
     return dict(payload.get("meta", {}))
 
 
+def save_backbone(path: Path, backbone: nn.Module, meta: dict | None = None) -> Path:
+    """Write a backbone's weights (plain tensors only, loadable with ``weights_only=True``), tagged with its
+    architecture (``resnet18-1ch`` or ``resnet50-1ch``)."""
+    return _save_tagged(path, backbone, f"{backbone_arch(backbone)}-1ch", meta)
+
+
+def _save_tagged(path: Path, module: nn.Module, arch: str, meta: dict | None) -> Path:
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    return _save(path, {"arch": arch, "state_dict": state, "meta": meta or {}})
+
+
 def load_backbone(path: Path, hint: str = "") -> nn.Module:
-    """Read a backbone written by :func:`save_backbone`; clear errors for missing, corrupt or foreign files."""
-    backbone = resnet50_backbone()
-    _load_into(path, BACKBONE_ARCH, backbone, "a one-channel ResNet-50", hint)
+    """Read a backbone written by :func:`save_backbone` (ResNet-18 or ResNet-50, as the file says)."""
+    payload, arch = _load(path, "backbone", hint)
+    backbone = make_backbone(arch)
+    _load_into(path, payload, backbone, f"a one-channel {arch}")
     return backbone
 
 
 def save_classifier(path: Path, model: Classifier, meta: dict | None = None) -> Path:
-    return save_backbone(path, model, meta, arch=CLASSIFIER_ARCH)
+    """Write a classifier (backbone and head), tagged ``<arch>-1ch-classifier``."""
+    return _save_tagged(path, model, f"{backbone_arch(model.backbone)}-1ch-classifier", meta)
 
 
 def load_classifier(path: Path, hint: str = "") -> tuple[Classifier, dict]:
     """Read a classifier written by :func:`save_classifier`; returns the model (eval mode) and its meta."""
-    model = Classifier()
-    meta = _load_into(path, CLASSIFIER_ARCH, model, "the classifier", hint)
+    payload, arch = _load(path, "classifier", hint)
+    model = Classifier(arch=arch)
+    meta = _load_into(path, payload, model, f"the {arch} classifier")
     return model.eval(), meta
 
 

@@ -32,33 +32,37 @@ def results_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def label_efficiency_table(metrics: dict, metric: str | None = None) -> str:
-    """Markdown table of the label-efficiency sweep: one row per initialisation x protocol, one column per
-    label fraction, each cell the test metric's mean ± SD over the seeds (and the seeds' range). Empty when the
-    sweep did not run."""
-    sweep = metrics.get("label_efficiency") or {}
-    runs = sweep.get("runs") or []
-    if not runs:
-        return ""
-    metric = metric or sweep.get("metric", "roc_auc")
-    fractions = sorted({r["label_fraction"] for r in runs})
-    cells = {(r["init"], r["protocol"], r["label_fraction"]): r for r in runs}
-
-    def cell(r: dict | None) -> str:
-        s = (r or {}).get("over_seeds", {}).get(metric)
-        if not s or s.get("mean") is None or not math.isfinite(s["mean"]):
-            return "n/a"
-        sd = s.get("sd")
-        spread = f" ± {sd:.2f}" if sd is not None and math.isfinite(sd) else ""
-        women = f", {r['n_train_patients']} women" if r.get("n_train_patients") else ""
-        return f"{s['mean']:.2f}{spread} ({s['min']:.2f}–{s['max']:.2f}; {s['n_seeds']} seeds{women})"
-
-    lines = [f"| {metric} (test), mean ± SD over seeds (range) | "
-             + " | ".join(f"{f:.0%} of labels" for f in fractions) + " |", "|" + "---|" * (len(fractions) + 1)]
-    for init, protocol in dict.fromkeys((r["init"], r["protocol"]) for r in runs):
-        lines.append(f"| {init}, {protocol} | " + " | ".join(cell(cells.get((init, protocol, f)))
-                                                        for f in fractions) + " |")
+def pretraining_table(pre: dict) -> str:
+    """Markdown table of ``pretraining.json``: per backbone, the last epoch's loss beside ln(2N − 1), its pretext
+    accuracy beside chance, and the kNN monitor beside its untrained value."""
+    lines = ["| backbone | steps | loss (constant-output level) | pretext top-1 (chance) | kNN: untrained → last |",
+             "|---|---|---|---|---|"]
+    for name, rows in (pre.get("backbones") or {}).items():
+        first, last = rows[0], rows[-1]
+        if last.get("loss") is None:
+            continue
+        lines.append(f"| {name} | {last['step']} | {last['loss']:.2f} ({last['loss_constant_output']:.2f}) | "
+                     f"{last['pretext_top1']:.3f} ({last['pretext_chance']:.4f}) | "
+                     f"{_num(first.get('knn'))} → {_num(last.get('knn'))} |")
     return "\n".join(lines)
+
+
+def gain_table(gain: list[dict]) -> str:
+    """Markdown table of ``ssl_gain.json``: per task, classifier and label fraction, the self-supervised and random
+    inits' ROC AUC, their paired difference with its 95% interval, and the strongest baseline."""
+    lines = ["| task | classifier | labelled women | SSL | random | difference [95% CI] | best baseline | "
+             "test women |", "|---|---|---|---|---|---|---|---|"]
+    for r in gain:
+        base = (r["best_baseline"], r["best_baseline_auc"]) if r.get("best_baseline") else None
+        ci = "n/a" if r.get("ci_low") is None else f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+        lines.append(f"| {r['task']} | {r['classifier']} | {r['label_fraction']:.0%} | {_num(r.get('simclr'))} | "
+                     f"{_num(r.get('random'))} | {ci} | {f'{base[0]} {base[1]:.3f}' if base else '—'} | "
+                     f"{r.get('n_test_women')} |")
+    return "\n".join(lines)
+
+
+def _num(v: float | None) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:.3f}"
 
 
 CLAIM_METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
@@ -97,6 +101,11 @@ def claim_table(metrics: dict) -> str:
             cv_floors = f"{num(m.get('all_negative_accuracy'))} | {num(entry.get('cv_copy_sibling_accuracy'))}"
             lines.append(f"| {task} | {init} init | {m['n_folds']}-fold CV, {m['n_test_patients']} women | "
                          + " | ".join(_fmt(m["pooled"].get(k)) for k in CLAIM_METRICS) + f" | {cv_floors} |")
+        for init, m in (entry.get("films_from_crops") or {}).items():
+            where = f"{m['n_folds']}-fold CV" if m["n_folds"] > 1 else "held-out test"
+            lines.append(f"| {task} | {init} init, crop classifier (film = its highest crop) | {where}, "
+                         f"{m['n_test_patients']} women | " + " | ".join(_fmt(m["pooled"].get(k)) for k in CLAIM_METRICS)
+                         + f" | {num(m.get('all_negative_accuracy'))} | |")
     claim = metrics.get("paper_claim") or {}
     if claim:
         lines.append(f"| not stated | paper ({claim['source'].split(',')[0]}) | INbreast and MIAS, split not stated | "
@@ -123,6 +132,14 @@ def write_report(cfg: Config) -> Path:
     """Write ``runs/<profile>-<dataset>/report.md`` from what the stages wrote so far."""
     root = run_dir(cfg)
     parts = [f"# Run {cfg.profile}-{cfg.dataset}", ""]
+    pre_path = root / STAGES["pretrain"] / "pretraining.json"
+    if pre_path.exists():
+        parts += ["## Did pretraining learn?", "",
+                  "Each backbone's last epoch: the contrastive loss beside ln(2N − 1), the loss of a network that "
+                  "outputs one vector for everything; the pretext accuracy (a view's partner found first among the "
+                  "2N − 1 candidates) beside its chance; the kNN monitor on validation women's crops (lesion vs "
+                  "normal, no label trains) before and after. Curves: `02_pretrain/pretrain_curves.png`.", "",
+                  pretraining_table(json.loads(pre_path.read_text())), ""]
     metrics_path = root / STAGES["evaluate"] / "metrics.json"
     if metrics_path.exists():
         m = json.loads(metrics_path.read_text())
@@ -142,15 +159,15 @@ def write_report(cfg: Config) -> Path:
             f"git revision `{m.get('git_revision')}`, seed {m.get('seed')}, torch {m['versions'].get('torch')}, "
             f"lightly {m['versions'].get('lightly')}.", "",
         ]
-        table = label_efficiency_table(m)
-        if table:
-            parts += ["## Label efficiency", "",
-                      "Test ROC AUC with a fraction of the training women labelled (stratified by each woman's "
-                      "worst label, nested: the women of 10% are among those of 25%, and so on), several seeds "
-                      "per point (a seed draws the women, the data order and the new head); every full "
-                      "fine-tuning point trains the same number of optimisation steps, so a point measures "
-                      "labels, not compute; thresholds and model selection on the whole validation split. "
-                      "Figure: `04_evaluate/label_efficiency.png`.", "", table, ""]
+        if m.get("ssl_gain"):
+            parts += ["## What pretraining adds: the crop task", "",
+                      "Is there a lesion in this crop, learnt from a fraction of the training women's labels "
+                      "(stratified, nested, several draws of women below 100%) and tested on women no model of the "
+                      "split saw; ROC AUC is the mean over the draws, the difference SSL − random is paired (the same "
+                      "test crops and draws) with a 95% interval from resampling test women. Baselines: logistic "
+                      "regression on the crop's pixels, mean or SD. The last rows read whole films with the crop "
+                      "classifier (a film scores its highest crop). Figure: `04_evaluate/label_efficiency.png`; "
+                      "numbers: `04_evaluate/ssl_gain.json`.", "", gain_table(m["ssl_gain"]), ""]
         table = cross_validation_table(m)
         if table:
             parts += ["## Cross-validation by patient", "",

@@ -29,7 +29,7 @@ def test_environment_and_overrides_take_precedence(monkeypatch, tmp_path):
         (dict(task="cancer"), "Unknown task 'cancer'"),
         (dict(overrides=["pretrain.epoch=3"]), "Unknown setting 'pretrain.epoch'"),
         (dict(overrides=["pretrain.epochs"]), "must look like SECTION.NAME=VALUE"),
-        (dict(overrides=["finetune.protocol=half"]), "finetune.protocol"),
+        (dict(overrides=["finetune.classifier=half"]), "finetune.classifier"),
     ],
 )
 def test_bad_settings_give_one_clear_message(kwargs, fragment):
@@ -64,14 +64,14 @@ def test_the_configuration_is_the_same_on_every_machine(monkeypatch):
 def test_overrides_keep_the_type_the_setting_declares():
     """``float | int`` settings (Lightning's batch limits: an int counts batches, a float is a fraction) keep a
     whole number an int; tuples of floats and of words parse; a bad value names the setting."""
-    cfg = load_config("demo", overrides=["pretrain.limit_batches=2", "finetune.limit_batches=0.5",
-                                          "finetune.label_fractions=0.1,0.5", "devices=auto"])
-    assert cfg.pretrain.limit_batches == 2 and isinstance(cfg.pretrain.limit_batches, int)
-    assert cfg.finetune.limit_batches == 0.5 and isinstance(cfg.finetune.limit_batches, float)
+    cfg = load_config("demo", overrides=["finetune.limit_batches=2", "finetune.label_fractions=0.1,0.5",
+                                         "devices=auto"])
+    assert cfg.finetune.limit_batches == 2 and isinstance(cfg.finetune.limit_batches, int)
+    assert load_config("demo", overrides=["finetune.limit_batches=0.5"]).finetune.limit_batches == 0.5
     assert cfg.finetune.label_fractions == (0.1, 0.5)
     assert load_config("smoke", overrides=["devices=2"]).devices == 2
-    with pytest.raises(ConfigError, match=r"pretrain\.epochs='three'"):
-        load_config("smoke", overrides=["pretrain.epochs=three"])
+    with pytest.raises(ConfigError, match=r"pretrain\.steps='three'"):
+        load_config("smoke", overrides=["pretrain.steps=three"])
     with pytest.raises(ConfigError, match="finetune.cv"):
         load_config("smoke", overrides=["finetune.cv=maybe"])
 

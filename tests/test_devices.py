@@ -91,19 +91,20 @@ def test_trainer_is_built_for_mps_with_the_chosen_precision(monkeypatch, tmp_pat
 
 
 def test_loader_workers_start_under_spawn_as_on_macos(tiny_cfg):
-    """macOS starts DataLoader workers with spawn: the dataset and its transforms must pickle."""
+    """macOS starts DataLoader workers with spawn: the datasets of stages 02 and 03 and their transforms must pickle."""
     import pandas as pd
 
-    from mammo_utils.prepare.loaders import CachedImages
-    from mammo_utils.prepare.stage import run_prepare
-    from mammo_utils.pretrain.views import simclr_views
+    from mammo_utils.finetune.full import film_images
+    from mammo_utils.prepare.stage import load_hires, run_prepare
+    from mammo_utils.pretrain.regions import BreastRegions
 
     index = pd.read_csv(run_prepare(tiny_cfg) / "preprocessed.csv", keep_default_na=False).head(4)
-    dataset = CachedImages(index, transform=simclr_views(tiny_cfg.image_size_px, tiny_cfg.augment))
-    assert len(pickle.loads(pickle.dumps(dataset))) == 4
-    loader = DataLoader(dataset, batch_size=2, num_workers=1, multiprocessing_context="spawn")
-    (x0, x1), _ = next(iter(loader))
-    assert x0.shape == x1.shape == (2, 1, tiny_cfg.image_size_px, tiny_cfg.image_size_px)
+    for dataset, shape in ((BreastRegions(load_hires(index), 24, 4), (2, 1, 24, 24)),
+                           (film_images(index, tiny_cfg, augment=True), (2, 1, 32, 32))):
+        assert len(pickle.loads(pickle.dumps(dataset))) == 4
+        loader = DataLoader(dataset, batch_size=2, num_workers=1, multiprocessing_context="spawn")
+        x, _ = next(iter(loader))
+        assert x.shape == shape
 
 
 def test_keep_freed_memory_can_be_turned_off(monkeypatch):

@@ -1,22 +1,24 @@
-"""The bf16 CPU fast path: torchvision's ResNet-50 block, faster on bf16 CPU tensors, bit-identical."""
+"""The bf16 CPU fast path: torchvision's ResNet blocks, faster on bf16 CPU tensors, bit-identical."""
 
 import pytest
 import torch
 import torchvision
 
-from mammo_utils.models import Classifier, resnet50_backbone
-from mammo_utils.runs.fast_cpu import FastBottleneck, FastReLU, use_fast_bf16_blocks
+from mammo_utils.models import Classifier, make_backbone
+from mammo_utils.runs.fast_cpu import FastBasicBlock, FastBottleneck, FastReLU, use_fast_bf16_blocks
 
 
+@pytest.mark.parametrize(("arch", "block", "n_blocks"), [("resnet50", FastBottleneck, 16),
+                                                         ("resnet18", FastBasicBlock, 8)])
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
-def test_backbone_matches_torchvision_resnet50(bf16):
-    """The fast block (integer ReLU, out-of-place residual add and gradient sum on bf16 CPU tensors) is
+def test_backbone_matches_torchvision(bf16, arch, block, n_blocks):
+    """The fast blocks (integer ReLU, out-of-place residual add and gradient sum on bf16 CPU tensors) are
     torchvision's: same weights, bit-identical outputs and gradients."""
     torch.manual_seed(0)
-    ours = use_fast_bf16_blocks(resnet50_backbone())
-    assert sum(type(m) is FastBottleneck for m in ours.modules()) == 16
+    ours = use_fast_bf16_blocks(make_backbone(arch))
+    assert sum(type(m) is block for m in ours.modules()) == n_blocks
     torch.manual_seed(0)
-    ref = torchvision.models.resnet50(weights=None)
+    ref = getattr(torchvision.models, arch)(weights=None)
     ref.conv1, ref.fc = ours.conv1, torch.nn.Identity()
     assert ours.state_dict().keys() == ref.state_dict().keys()
     assert all(torch.equal(v, ref.state_dict()[k]) for k, v in ours.state_dict().items())
@@ -55,7 +57,7 @@ def test_bf16_relu_matches_torch_relu_on_edge_values():
 
 def test_the_model_is_plain_torchvision_until_the_fast_path_is_switched_on():
     model = Classifier()
-    assert not any(isinstance(m, (FastBottleneck, FastReLU)) for m in model.modules())
+    assert not any(isinstance(m, (FastBottleneck, FastBasicBlock, FastReLU)) for m in model.modules())
     before = {k: v.clone() for k, v in model.state_dict().items()}
     use_fast_bf16_blocks(model)
     use_fast_bf16_blocks(model)  # idempotent

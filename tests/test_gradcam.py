@@ -57,7 +57,8 @@ def _fake_run(tmp_path, with_predictions: bool = True, overrides: tuple[str, ...
     fine = paths.stage_dir(cfg, "finetune")
     if with_predictions:
         preds = [{"image_id": r["image_id"], "patient_id": r["patient_id"], "split": "test", "fold": 0,
-                  "label": r["abnormal"], "probability": p, "init": init, "protocol": "full", "label_fraction": 1.0}
+                  "label": r["abnormal"], "probability": p, "init": init, "classifier": "full", "label_fraction": 1.0,
+                  "task": cfg.task, "headline": True}
                  for init in INITS for r, p in zip(rows[:6], rng.uniform(size=6), strict=True)]
         pd.DataFrame(preds).to_csv(fine / "predictions.csv", index=False)
         torch.manual_seed(0)

@@ -8,26 +8,29 @@ from mammo_utils.models import (
     imagenet_weights_path,
     load_backbone,
     load_classifier,
-    resnet50_backbone,
+    make_backbone,
     save_backbone,
     save_classifier,
 )
 
 
-def test_one_channel_backbone_and_classifier_shapes():
+@pytest.mark.parametrize(("arch", "width"), [("resnet50", 2048), ("resnet18", 512)])
+def test_one_channel_backbone_and_classifier_shapes(arch, width):
     torch.manual_seed(0)
-    model = Classifier().eval()
+    model = Classifier(arch=arch).eval()
     assert model.backbone.conv1.in_channels == 1
     with torch.no_grad():
         assert model(torch.rand(2, 1, 32, 32)).shape == (2, 1)
-        assert model.backbone(torch.rand(2, 1, 32, 32)).shape == (2, 2048)
+        assert model.backbone(torch.rand(2, 1, 32, 32)).shape == (2, width)
 
 
-def test_checkpoints_round_trip_with_weights_only(tmp_path):
+@pytest.mark.parametrize("arch", ["resnet50", "resnet18"])
+def test_checkpoints_round_trip_with_weights_only_and_know_their_architecture(tmp_path, arch):
     torch.manual_seed(0)
-    backbone = resnet50_backbone()
+    backbone = make_backbone(arch)
     save_backbone(tmp_path / "b.pt", backbone)
     loaded = load_backbone(tmp_path / "b.pt")
+    assert type(loaded.layer1[0]) is type(backbone.layer1[0])
     for (k, v), (_, w) in zip(backbone.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(v, w), k
     model = Classifier(backbone)
@@ -41,7 +44,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_backbone(tmp_path / "junk.pt")
     save_classifier(tmp_path / "c.pt", Classifier())
-    with pytest.raises(CheckpointError, match="not 'resnet50-1ch'"):
+    with pytest.raises(CheckpointError, match="'resnet50-1ch-classifier' checkpoint, not a one-channel ResNet backbone"):
         load_backbone(tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match="No checkpoint"):
         load_backbone(tmp_path / "absent.pt", hint="Run stage 02 first.")
@@ -51,7 +54,7 @@ def test_imagenet_weights_are_never_downloaded(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
     with pytest.raises(MammoError, match="not in the local torch cache"):
-        resnet50_backbone("imagenet")
+        make_backbone("resnet50", "imagenet")
 
 
 def test_imagenet_weights_load_from_the_torch_cache_with_the_stem_reduced_to_one_channel(monkeypatch, tmp_path):
@@ -60,11 +63,11 @@ def test_imagenet_weights_load_from_the_torch_cache_with_the_stem_reduced_to_one
     monkeypatch.setattr(torch.hub, "_hub_dir", None)  # torch.hub.get_dir() follows TORCH_HOME again
     torch.manual_seed(1)
     stand_in = torchvision.models.resnet50(weights=None).state_dict()
-    path = imagenet_weights_path()
+    path = imagenet_weights_path("resnet50")
     assert str(path).startswith(str(tmp_path)) and path.name.startswith("resnet50-")
     path.parent.mkdir(parents=True)
     torch.save(stand_in, path)
-    backbone = resnet50_backbone("imagenet")
+    backbone = make_backbone("resnet50", "imagenet")
     for name, value in backbone.state_dict().items():
         if name == "conv1.weight":  # three RGB kernels summed into one grey kernel
             assert value.shape == (64, 1, 7, 7)

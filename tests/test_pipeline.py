@@ -81,8 +81,11 @@ def test_stages_run_end_to_end_and_skip_when_unchanged(tiny_cfg):
     final = _FinalWeights()
     pre = run_pretrain(tiny_cfg, callbacks=[final])
     history = pd.read_csv(pre / "history.csv")
-    assert list(history.epoch) == list(range(tiny_cfg.pretrain.epochs))
-    assert np.isfinite(history["train_loss_epoch"]).all()
+    assert list(history.epoch) == list(range(tiny_cfg.pretrain.epochs + 1))  # epoch 0: the untrained network
+    assert np.isfinite(history.loss.iloc[1:]).all() and np.isfinite(history.knn).all()
+    summary = json.loads((pre / "pretraining.json").read_text())
+    pd.testing.assert_frame_equal(pd.DataFrame(summary["backbones"]["main"])[history.columns].astype(float),
+                                  history.astype(float), rtol=1e-6)
     # backbone.pt holds the weights training ended with, not the initial ones.
     saved = load_backbone(pre / "backbone.pt").state_dict()
     assert final.state.keys() == saved.keys() and all(torch.equal(saved[k], v) for k, v in final.state.items())
@@ -135,8 +138,9 @@ def test_stages_run_end_to_end_and_skip_when_unchanged(tiny_cfg):
     # publish: the report and downscaled figures only, links rewritten to the folder's own files
     dest = publish_run(tiny_cfg, tiny_cfg_dir(tiny_cfg) / "published")
     files = {p.name for p in dest.iterdir()}
-    assert {"report.md", "roc.png", "label_efficiency.png", "pretrain_curves.png"} <= files
-    assert all(name.endswith((".png", ".md")) for name in files)
+    assert {"report.md", "roc.png", "label_efficiency.png", "pretrain_curves.png", "ssl_gain.json",
+            "pretraining.json"} <= files
+    assert all(name.endswith((".png", ".md", ".json", ".csv")) for name in files)
     text = (dest / "report.md").read_text()
     assert "![roc.png](roc.png)" in text and "(label_efficiency.png)" in text
     assert all(Image.open(dest / n).width <= 1400 for n in files if n.endswith(".png"))

@@ -18,7 +18,7 @@ def _key(cfg, stage):
 
 
 def _small(cfg):
-    return replace(cfg, finetune=replace(cfg.finetune, inits=("simclr",), protocols=(), tasks=("abnormal",)))
+    return replace(cfg, finetune=replace(cfg.finetune, inits=("simclr",), classifiers=(), tasks=("abnormal",)))
 
 
 def test_a_change_upstream_reruns_every_stage_downstream_and_only_those(tiny_cfg):

@@ -12,7 +12,6 @@ from PIL import Image
 from mammo_utils.config import Config, project_root
 from mammo_utils.errors import MammoError
 from mammo_utils.pretrain.methods import METHODS
-from mammo_utils.report import write_report
 from mammo_utils.runs.files import atomic_write_text
 from mammo_utils.runs.paths import STAGES, run_dir
 
@@ -23,6 +22,7 @@ log = logging.getLogger(__name__)
 # let us republish their images (see data_manifests/README.md); they stay in the user's run folder.
 SHOWS_IMAGES = {"view_pairs.png", *(f"outcome_grid_{m}.png" for m in METHODS)}
 FIGURES = (
+    ("pretrain", "budget.png"),
     ("evaluate", "label_efficiency.png"),
     ("evaluate", "roc.png"),
     ("evaluate", "confusion.png"),
@@ -35,6 +35,9 @@ FIGURES = (
     ("protocols", "fingerprint.png"),
 )
 MAX_WIDTH_PX = 1400
+# The numbers behind the README's tables, machine-readable, beside the figures (configurations made portable).
+DATA_FILES = (("pretrain", "pretraining.json"), ("pretrain", "budget.json"), ("evaluate", "ssl_gain.json"),
+              ("evaluate", "ssl_gain.csv"), ("evaluate", "metrics.json"))
 
 
 def publish_run(cfg: Config, dest: Path | None = None) -> Path:
@@ -50,7 +53,7 @@ def publish_run(cfg: Config, dest: Path | None = None) -> Path:
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    report = write_report(cfg).read_text()
+    report = (root / "report.md").read_text()  # written by every stage as it finishes
     shown = []
     for stage, name in FIGURES:
         src = root / STAGES[stage] / name
@@ -62,6 +65,11 @@ def publish_run(cfg: Config, dest: Path | None = None) -> Path:
             im.convert("RGB").save(tmp / name, optimize=True)
         report = report.replace(f"`{STAGES[stage]}/{name}`", f"[`{name}`]({name})")
         shown.append(name)
+    for stage, name in DATA_FILES:
+        src = root / STAGES[stage] / name
+        if src.exists():
+            atomic_write_text(tmp / name, portable_json(src.read_text()) if name.endswith(".json") else src.read_text())
+            report = report.replace(f"`{STAGES[stage]}/{name}`", f"[`{name}`]({name})")
     study = root / STAGES["protocols"] / "protocols.md"
     if study.exists():  # the protocol study (stage 06), where it ran: its table as a page of its own
         text = study.read_text().replace("`protocols.png`", "[`protocols.png`](protocols.png)")
@@ -79,6 +87,19 @@ def publish_run(cfg: Config, dest: Path | None = None) -> Path:
 COURSE_IMAGE_WIDTH_PX = 900  # figures in the course copies: enough to read on GitHub, small enough to commit
 COURSE_JPEG_ABOVE_BYTES = 300_000  # a larger PNG (mammogram overlays) is stored as JPEG
 DROPPED_OUTPUTS = ("application/vnd.jupyter.widget-view+json",)  # progress widgets do not render off a kernel
+
+
+def portable_json(text: str) -> str:
+    """A results JSON with the configuration's folders made relative to the project (no one's machine in it)."""
+    import json
+
+    from mammo_utils.report import portable_paths
+    from mammo_utils.runs.files import finite_or_none
+
+    data = json.loads(text)
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        data["config"] = portable_paths(data["config"])
+    return json.dumps(finite_or_none(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 def _shrink_png(data: str) -> tuple[str, str]:

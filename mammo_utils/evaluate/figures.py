@@ -11,7 +11,6 @@ import pandas as pd
 import seaborn as sns
 
 from mammo_utils.plots import (
-    INIT_COLOURS,
     METRIC_LABELS,
     init_color,
     save_figure,
@@ -46,41 +45,35 @@ def confusion_matrices(matrices: dict[str, np.ndarray], path: Path, labels: tupl
 
 
 @styled
-def label_efficiency(df: pd.DataFrame, path: Path, metric: str = "roc_auc") -> Path:
-    """Test metric against the fraction of labelled training women, one line per initialisation x protocol.
-
-    ``df`` has ``init, protocol, label_fraction, seed, value`` (one row per seed's run). Each seed is a dot; the
-    line joins the means over seeds and the bars are ± one standard deviation over seeds (the spread a rerun
-    with other women and another data order would show). The x axis is logarithmic: each halving of the labels
-    is the same step.
-    """
-    fig, ax = subplots(figsize=(6.2, 4.2))
-    inits = [i for i in INIT_COLOURS if i in set(df["init"])] + sorted(set(df["init"]) - set(INIT_COLOURS))
-    protocols = sorted(df["protocol"].unique())
-    styles = {"full": ("-", "o"), "linear": ("--", "s")}
-    n = len(inits) * len(protocols)
-    for j, (init, protocol) in enumerate((i, p) for i in inits for p in protocols):
-        d = df[(df["init"] == init) & (df["protocol"] == protocol)]
-        if d.empty:
-            continue
-        stats = d.groupby("label_fraction")["value"].agg(["mean", "std", "count"]).sort_index()
-        shift = 1.035 ** (j - (n - 1) / 2)  # small offsets keep overlapping points apart on the log axis
-        ls, marker = styles.get(protocol, ("-.", "^"))
-        ax.errorbar(stats.index.to_numpy(float) * shift, stats["mean"], yerr=np.nan_to_num(stats["std"]),
-                    color=init_color(init), ls=ls, marker=marker, capsize=3, lw=1.6, ms=5,
-                    label=f"{init}, {protocol} (n={int(stats['count'].max())} seeds)")
-        ax.scatter(d["label_fraction"].to_numpy(float) * shift, d["value"], color=init_color(init), s=10,
-                   alpha=0.45, lw=0)
-    fractions = sorted(df["label_fraction"].unique())
-    ax.set_xscale("log")
-    ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
-    ax.minorticks_off()
-    if metric in ("roc_auc", "balanced_accuracy"):
-        ax.axhline(0.5, ls=":", c="grey", lw=1, label="chance")
-    low = float(np.nanmin(df["value"])) if len(df) else 0.4
-    ax.set(xlabel="labelled training women", ylabel=f"test {METRIC_LABELS.get(metric, metric)}",
-           title="Label efficiency: mean ± SD over seeds (dots: seeds)", ylim=(min(0.4, low - 0.05), 1.01))
-    ax.legend(fontsize=8, loc="lower right")
+def label_efficiency(draws: pd.DataFrame, gain: list[dict], path: Path) -> Path:
+    """The crop task's test ROC AUC against the fraction of labelled training women: one panel per classifier
+    (linear probe, full fine-tuning), one line per initialisation (the mean over draws of labelled women, each draw
+    a dot), the baselines dashed. Above the x axis, SimCLR − random with its paired 95% interval."""
+    classifiers = [c for c in ("linear", "full") if c in set(draws.classifier)]
+    fig, axes = subplots(1, len(classifiers), figsize=(6.2 * len(classifiers), 4.4), squeeze=False)
+    baselines = {"pixels", "mean_sd", "mean", "sd"}
+    for ax, classifier in zip(axes[0], classifiers, strict=True):
+        d = draws[draws.classifier == classifier]
+        for init, g in d.groupby("init", sort=False):
+            means = g.groupby("label_fraction").roc_auc.mean()
+            dashed = init in baselines
+            ax.plot(means.index, means.values, "--" if dashed else "o-", color=init_color(init), label=init,
+                    lw=1 if dashed else 2)
+            if not dashed:
+                ax.scatter(g.label_fraction, g.roc_auc, s=10, alpha=0.35, color=init_color(init))
+        for row in (r for r in gain if r["classifier"] == classifier and r["task"].startswith("lesion")):
+            if row.get("ci_low") is None:
+                continue
+            above = row["ci_low"] > 0
+            ax.annotate(f"{row['difference']:+.3f}\n[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]",
+                        (row["label_fraction"], 0.47), ha="center", va="bottom", fontsize=7,
+                        color="C2" if above else "grey")
+        ax.axhline(0.5, ls=":", c="grey")
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(set(d.label_fraction)), [f"{f:.0%}" for f in sorted(set(d.label_fraction))])
+        ax.set(title=f"{'linear probe' if classifier == 'linear' else 'full fine-tuning'}: lesion vs normal crops",
+               xlabel="labelled training women", ylabel="test ROC AUC", ylim=(0.45, 1.0))
+        ax.legend(fontsize=8, loc="lower right")
     return save_figure(fig, path)
 
 

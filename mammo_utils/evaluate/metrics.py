@@ -120,6 +120,22 @@ def bootstrap_ci(
     return out
 
 
+def weighted_roc_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """ROC AUC of scores ``p`` for labels ``y`` under each row weighting of ``w`` (R, n): (R,) values, NaN where a
+    weighting keeps one class only. Equal to scikit-learn's on the resampled rows, ties included (Mann-Whitney:
+    P(score of a positive > score of a negative) + half the ties)."""
+    y, w = np.asarray(y).astype(bool), np.asarray(w, dtype=float)
+    order = np.argsort(np.asarray(p, dtype=float), kind="stable")
+    ps, ys, ws = np.asarray(p, dtype=float)[order], y[order], w[:, order]
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])  # scores grouped into distinct values
+    pos_g, neg_g = np.add.reduceat(ws * ys, starts, axis=1), np.add.reduceat(ws * ~ys, starts, axis=1)
+    pos, neg = pos_g.sum(axis=1), neg_g.sum(axis=1)
+    neg_below = np.cumsum(neg_g, axis=1) - neg_g
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (pos_g * (neg_below + 0.5 * neg_g)).sum(axis=1) / (pos * neg)
+    return np.where((pos > 0) & (neg > 0), auc, np.nan)
+
+
 def weighted_metrics(y: np.ndarray, p: np.ndarray, pred: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
     """:func:`binary_metrics` for many weightings of the same rows at once (the bootstrap's inner loop).
 
@@ -156,14 +172,11 @@ def weighted_metrics(y: np.ndarray, p: np.ndarray, pred: np.ndarray, w: np.ndarr
         starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
         pos_g = np.add.reduceat(ws * ys, starts, axis=1)
         neg_g = np.add.reduceat(ws * ~ys, starts, axis=1)
-        # ROC AUC = P(score of a positive > score of a negative) + half the ties (Mann-Whitney).
-        neg_below = np.cumsum(neg_g, axis=1) - neg_g
-        auc = (pos_g * (neg_below + 0.5 * neg_g)).sum(axis=1) / (pos * neg)
         # Average precision as scikit-learn defines it: sum over thresholds (descending) of recall gain x precision.
         tps, fps = np.cumsum(pos_g[:, ::-1], axis=1), np.cumsum(neg_g[:, ::-1], axis=1)
         precision = np.where(tps + fps > 0, tps / np.where(tps + fps > 0, tps + fps, 1), 0.0)
         ap = (pos_g[:, ::-1] * precision).sum(axis=1) / pos
-    out["roc_auc"] = np.where(both, auc, np.nan)
+    out["roc_auc"] = weighted_roc_auc(y, p, w)
     out["pr_auc"] = np.where(both, ap, np.nan)
     return out
 

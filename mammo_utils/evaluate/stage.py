@@ -19,9 +19,10 @@ from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
 from mammo_utils.config import Config
 from mammo_utils.evaluate import figures
+from mammo_utils.evaluate.gain import draw_aucs, gain_table
 from mammo_utils.evaluate.metrics import METRICS, binary_metrics, choose_threshold, metrics_with_ci, roc_band
 from mammo_utils.prepare.stage import load_index
-from mammo_utils.runs.files import atomic_write_json
+from mammo_utils.runs.files import atomic_write_json, atomic_write_text
 from mammo_utils.runs.paths import require
 from mammo_utils.runs.provenance import provenance
 from mammo_utils.runs.stage import StageRun
@@ -31,27 +32,16 @@ log = logging.getLogger(__name__)
 SECTIONS = ("task", "seed", "evaluate")  # and, through stage_key, everything stage 03 depended on
 PAPER_CLAIM = {"accuracy": 0.967, "source": "Saeed & Naveed, arXiv 2509.20474 (2025)",
                "note": "one accuracy for INbreast and MIAS; task, split and label fraction not stated"}
-LABEL_EFFICIENCY_METRIC = "roc_auc"
-
-
-def _flag(df: pd.DataFrame, column: str, default: bool) -> pd.Series:
-    """A boolean column of a predictions table as written to CSV (absent in older runs: ``default``)."""
-    if column not in df:
-        return pd.Series(default, index=df.index)
-    return df[column].astype(str).str.lower().isin(["true", "1"])
 
 
 def headline_predictions(predictions: pd.DataFrame, task: str | None = None) -> pd.DataFrame:
-    """The rows of the headline runs (one per initialisation) of ``task`` (None: every task), without the
-    sweep's other runs."""
-    rows = predictions[_flag(predictions, "headline", True)]
-    return rows if task is None or "task" not in rows else rows[rows["task"].astype(str) == task]
+    """The rows of the headline film runs (one per initialisation) of ``task`` (None: every task)."""
+    rows = predictions[predictions["headline"].astype(str).str.lower().isin(["true", "1"])]
+    return rows if task is None else rows[rows["task"].astype(str) == task]
 
 
-def task_rows(df: pd.DataFrame, task: str, main_task: str) -> pd.DataFrame:
-    """Rows of one task (tables written before the ``task`` column hold the main task only)."""
-    if "task" not in df:
-        return df if task == main_task else df.iloc[:0]
+def task_rows(df: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The rows of one task."""
     return df[df["task"].astype(str) == task]
 
 
@@ -76,68 +66,39 @@ def evaluate_predictions(predictions: pd.DataFrame, cfg: Config) -> dict:
     return {str(init): _score(df, cfg) for init, df in rows.groupby("init", sort=False)}
 
 
-def evaluate_sweep(predictions: pd.DataFrame, cfg: Config, records: pd.DataFrame | None = None) -> list[dict]:
-    """One entry per label-efficiency point (init, protocol, label_fraction): each seed's run scored on test
-    with its CI, and the mean, standard deviation and range of each metric over the seeds."""
-    rows = task_rows(predictions[_flag(predictions, "sweep", False)], cfg.task, cfg.task)
-    if "seed" not in rows:
-        rows = rows.assign(seed=cfg.seed)
-    by_run = {}
-    if records is not None and len(records):
-        by_run = {str(r["run"]): r for r in records.to_dict("records")}
-    entries = []
-    for (init, protocol, fraction), point in rows.groupby(["init", "protocol", "label_fraction"], sort=False):
-        seeds = []
-        for seed, df in point.groupby("seed", sort=True):
-            entry = {"seed": int(seed), **_score(df, cfg)}
-            record = by_run.get(str(df["run"].iloc[0])) if "run" in df else None
-            for k in ("run", "n_train_patients", "n_train_images", "n_train_positive", "steps", "best_step",
-                      "best_val_auc", "seconds"):
-                if record is not None and k in record and pd.notna(record[k]):
-                    entry[k] = record[k].item() if hasattr(record[k], "item") else record[k]
-            seeds.append(entry)
-        summary = {}
-        for m in METRICS:
-            v = np.array([e["metrics"][m]["value"] for e in seeds], dtype=float)
-            v = v[np.isfinite(v)]
-            summary[m] = {"mean": float(v.mean()) if len(v) else float("nan"),
-                          "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"),
-                          "min": float(v.min()) if len(v) else float("nan"),
-                          "max": float(v.max()) if len(v) else float("nan"), "n_seeds": int(len(v))}
-        entries.append({"init": str(init), "protocol": str(protocol), "label_fraction": float(fraction),
-                        "n_train_patients": seeds[0].get("n_train_patients"), "steps": seeds[0].get("steps"),
-                        "over_seeds": summary, "seeds": seeds})
-    return sorted(entries, key=lambda e: (e["init"], e["protocol"], e["label_fraction"]))
-
-
 def evaluate_cross_validation(cv: pd.DataFrame, cfg: Config) -> dict:
     """Pooled out-of-fold metrics per init (each fold's own validation threshold) and the per-fold values."""
     result = {}
     for init, df in cv.groupby("init", sort=False):
-        tests, folds = [], []
-        for k, fold in df.groupby("cv_fold"):
-            val, test = fold[fold.split == "val"], fold[fold.split == "test"]
-            threshold = choose_threshold(val["label"].to_numpy(), val["probability"].to_numpy())
-            tests.append(test.assign(threshold=threshold))
-            folds.append({"cv_fold": int(k), "threshold": threshold, "n_test_patients": int(test.patient_id.nunique()),
-                          "metrics": binary_metrics(test["label"], test["probability"], threshold)})
-        pooled = pd.concat(tests, ignore_index=True)
-        per_metric = {m: [f["metrics"][m] for f in folds] for m in METRICS}
-        result[str(init)] = {
-            "n_folds": len(folds),
-            "n_test_patients": int(pooled.patient_id.nunique()),
-            "each_patient_tested_once": bool(pooled.groupby("patient_id")["cv_fold"].nunique().max() == 1),
-            "all_negative_accuracy": float((pooled["label"].astype(int) == 0).mean()),
-            "threshold_rule": "Youden's J on each fold's validation fold, applied to that fold's test fold",
-            "pooled": metrics_with_ci(pooled, None, cfg.evaluate.bootstrap_resamples, cfg.evaluate.ci_level,
-                                      cfg.seed),
-            "per_fold": folds,
-            "fold_mean": {m: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-                          for m, v in per_metric.items()},
-            "fold_sd": {m: float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else float("nan")
-                        for m, v in per_metric.items()},
-        }
+        result[str(init)] = _pooled_folds(df, cfg)
     return result
+
+
+def _pooled_folds(df: pd.DataFrame, cfg: Config) -> dict:
+    """One model's folds: each fold's threshold chosen on its validation rows, the test rows pooled."""
+    tests, folds = [], []
+    for k, fold in df.groupby("cv_fold"):
+        val, test = fold[fold.split == "val"], fold[fold.split == "test"]
+        threshold = choose_threshold(val["label"].to_numpy(), val["probability"].to_numpy())
+        tests.append(test.assign(threshold=threshold))
+        folds.append({"cv_fold": int(k), "threshold": threshold, "n_test_patients": int(test.patient_id.nunique()),
+                      "metrics": binary_metrics(test["label"], test["probability"], threshold)})
+    pooled = pd.concat(tests, ignore_index=True)
+    per_metric = {m: [f["metrics"][m] for f in folds] for m in METRICS}
+    return {
+        "n_folds": len(folds),
+        "n_test_patients": int(pooled.patient_id.nunique()),
+        "each_patient_tested_once": bool(pooled.groupby("patient_id")["cv_fold"].nunique().max() == 1),
+        "all_negative_accuracy": float((pooled["label"].astype(int) == 0).mean()),
+        "threshold_rule": "Youden's J on each fold's validation fold, applied to that fold's test fold",
+        "pooled": metrics_with_ci(pooled, None, cfg.evaluate.bootstrap_resamples, cfg.evaluate.ci_level,
+                                  cfg.seed),
+        "per_fold": folds,
+        "fold_mean": {m: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+                      for m, v in per_metric.items()},
+        "fold_sd": {m: float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else float("nan")
+                    for m, v in per_metric.items()},
+    }
 
 
 def copy_sibling_accuracy(rows: pd.DataFrame, index: pd.DataFrame) -> float | None:
@@ -192,13 +153,6 @@ def evaluate_by_density(predictions: pd.DataFrame, index: pd.DataFrame, models: 
     return out
 
 
-def _read_optional_csv(path: Path) -> pd.DataFrame | None:
-    try:
-        return pd.read_csv(path)
-    except (FileNotFoundError, pd.errors.EmptyDataError):
-        return None
-
-
 def _long(entries: dict, keys: tuple[str, ...]) -> pd.DataFrame:
     """Flatten ``{key...: {"metrics": {...}}}`` entries into one row per metric value (for the figures)."""
     return pd.DataFrame([{**dict(zip(keys, k, strict=True)), "n_test_patients": e.get("n_test_patients"),
@@ -207,8 +161,8 @@ def _long(entries: dict, keys: tuple[str, ...]) -> pd.DataFrame:
 
 
 def run_evaluate(cfg: Config, force: bool = False) -> Path:
-    """Write ``metrics.json``, ``roc.png``, ``confusion.png``, ``label_efficiency.png``, ``by_density.png`` and
-    the run's ``report.md``."""
+    """Write ``metrics.json``, ``ssl_gain.json`` (and ``.csv``), ``roc.png``, ``confusion.png``,
+    ``label_efficiency.png`` and ``by_density.png``; the run's ``report.md`` follows."""
     run = StageRun(cfg, "evaluate", SECTIONS, ["metrics.json"], force)
     if run.up_to_date:
         return run.folder
@@ -233,12 +187,14 @@ def run_evaluate(cfg: Config, force: bool = False) -> Path:
         names = ("no finding", "finding") if cfg.task == "abnormal" else ("not cancer", "cancer")
         figures.confusion_matrices(matrices, out / "confusion.png", names)
 
-    sweep = evaluate_sweep(predictions, cfg, _read_optional_csv(finetune_dir / "sweep.csv"))
-    if sweep:
-        figures.label_efficiency(pd.DataFrame([
-            {"init": e["init"], "protocol": e["protocol"], "label_fraction": e["label_fraction"], "seed": s["seed"],
-             **s["metrics"][LABEL_EFFICIENCY_METRIC]} for e in sweep for s in e["seeds"]]),
-            out / "label_efficiency.png", metric=LABEL_EFFICIENCY_METRIC)
+    crops = pd.read_csv(finetune_dir / "crop_predictions.csv", dtype={"crop_id": str, "patient_id": str})
+    films = pd.read_csv(finetune_dir / "film_predictions.csv", dtype={"image_id": str, "patient_id": str})
+    gain = gain_table(crops, films, cfg.dataset, cfg.pretrain.method, cfg.evaluate.bootstrap_resamples,
+                      cfg.evaluate.ci_level, cfg.seed)
+    atomic_write_json(out / "ssl_gain.json", gain)
+    atomic_write_text(out / "ssl_gain.csv", pd.DataFrame(gain).to_csv(index=False))
+    if len(crops):
+        figures.label_efficiency(draw_aucs(crops[crops.split == "test"]), gain, out / "label_efficiency.png")
 
     by_density = evaluate_by_density(predictions, index, models, cfg)
     if by_density:
@@ -251,8 +207,10 @@ def run_evaluate(cfg: Config, force: bool = False) -> Path:
     tasks = {}
     for task in cfg.all_tasks():
         entry: dict = {"models": evaluate_predictions(predictions, cfg.for_task(task))}
+        if task == "abnormal" and len(films):  # the crop classifiers detect findings: they read films for this task
+            entry["films_from_crops"] = {str(init): _pooled_folds(df, cfg) for init, df in films.groupby("init")}
         if cv is not None:
-            rows = task_rows(cv, task, cfg.task)
+            rows = task_rows(cv, task)
             entry["cross_validation"] = evaluate_cross_validation(rows, cfg) if len(rows) else None
         elif cfg.finetune.cv:
             entry["cross_validation"] = {"skipped": f"{cfg.dataset} has an official test split; it is used instead."}
@@ -265,7 +223,7 @@ def run_evaluate(cfg: Config, force: bool = False) -> Path:
             entry["all_negative_accuracy"] = float((test["label"].astype(int) == 0).mean())
             entry["copy_sibling_accuracy"] = copy_sibling_accuracy(test, index)
             if entry["cross_validation"] and "skipped" not in entry["cross_validation"]:
-                everyone = task_rows(cv, task, cfg.task)
+                everyone = task_rows(cv, task)
                 everyone = everyone[everyone.split == "test"].drop_duplicates("image_id")
                 entry["cv_copy_sibling_accuracy"] = copy_sibling_accuracy(everyone, index)
             tasks[task] = entry
@@ -274,7 +232,7 @@ def run_evaluate(cfg: Config, force: bool = False) -> Path:
     metrics = {"task": cfg.task, "dataset": cfg.dataset, "profile": cfg.profile, "split": "test",
                "ci_level": cfg.evaluate.ci_level, "bootstrap_resamples": cfg.evaluate.bootstrap_resamples,
                "ci_unit": "patient", "models": models, "paper_claim": PAPER_CLAIM,
-               "label_efficiency": {"metric": LABEL_EFFICIENCY_METRIC, "runs": sweep},
+               "ssl_gain": gain,
                "by_density": by_density, "cross_validation": cross_validation, "tasks": tasks, **provenance(cfg)}
     atomic_write_json(out / "metrics.json", metrics)
     return run.finish()
@@ -310,8 +268,6 @@ def decision_threshold(cfg: Config, init: str) -> float:
         log.warning("Decision threshold 0.5 for %s: %s", init, exc)
         return 0.5
     models = ((metrics.get("tasks") or {}).get(cfg.task) or {}).get("models")
-    if models is None and metrics.get("task") == cfg.task:  # metrics.json written before the per-task entries
-        models = metrics.get("models")
     threshold = ((models or {}).get(init) or {}).get("threshold")
     if not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:
         log.warning("Decision threshold 0.5 for %s: stage 04's metrics.json has no threshold for it on task %s. "

@@ -16,6 +16,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
@@ -24,22 +25,22 @@ from torch.utils.data import DataLoader
 from mammo_utils.config import Config
 from mammo_utils.errors import DataError
 from mammo_utils.evaluate.metrics import auc_or_half
+from mammo_utils.finetune.augment import finetune_transform
 from mammo_utils.finetune.loss import positive_class_weight
 from mammo_utils.models import Classifier
 from mammo_utils.prepare.loaders import CachedImages, EpochShuffle
-from mammo_utils.pretrain.views import finetune_transform
 from mammo_utils.runs.devices import placement
 from mammo_utils.runs.trainer import make_trainer
 
 log = logging.getLogger(__name__)
 
 
-def require_both_classes(train: pd.DataFrame, task: str, what: str) -> int:
+def require_both_classes(labels: np.ndarray, what: str) -> int:
     """The number of positive training images; :class:`DataError` when the training set has one class only."""
-    n_pos = int(train[task].sum())
-    if n_pos == 0 or n_pos == len(train):
-        raise DataError(f"{what}: the training images hold one class only for task {task!r} ({n_pos}/{len(train)} "
-                        "positive); use a larger label fraction or another task.")
+    n_pos, n = int(np.sum(labels)), len(labels)
+    if n_pos == 0 or n_pos == n:
+        raise DataError(f"{what}: the training images hold one class only ({n_pos}/{n} positive); use a larger "
+                        "label fraction or another task.")
     return n_pos
 
 
@@ -154,31 +155,36 @@ def check_interval(max_steps: int, n_checks: int) -> int:
     return max(1, math.ceil(max_steps / max(1, n_checks)))
 
 
-def fit_full(cfg: Config, backbone: torch.nn.Module, train: pd.DataFrame, val: pd.DataFrame, max_steps: int,
+def film_images(rows: pd.DataFrame, cfg: Config, augment: bool = False) -> CachedImages:
+    """The films of ``rows`` (stage 01's index) labelled with ``cfg.task``, with the fine-tuning augmentation when
+    ``augment`` (the training films)."""
+    transform = finetune_transform(cfg.image_size_px, cfg.augment) if augment else None
+    return CachedImages(rows, cfg.task, transform)
+
+
+def fit_full(cfg: Config, backbone: torch.nn.Module, train: CachedImages, val: CachedImages, max_steps: int,
              n_checks: int, seed: int, backbone_lr_factor: float) -> FitResult:
     """Fine-tune every layer of ``Classifier(backbone)`` for ``max_steps`` steps on ``train``; keep the weights
     of the best of ``n_checks`` validations (evenly spaced, the last at the end).
 
     Args:
-        cfg: the run's settings (``finetune`` section, task, image size, augmentation, placement).
+        cfg: the run's settings (``finetune`` section and placement).
         backbone: the initial backbone (not modified: a copy is trained).
-        train, val: rows of the preprocessed index (``array_path`` and the task's column).
+        train, val: labelled images (films of the preprocessed index, or crops); ``train`` carries the
+            augmentation (:func:`~mammo_utils.finetune.augment.finetune_transform`).
         max_steps: optimisation steps. n_checks: validations. seed: data order and augmentation.
         backbone_lr_factor: the backbone's learning rate relative to the head's.
     """
     f = cfg.finetune
-    require_both_classes(train, cfg.task, "fine-tuning")
+    require_both_classes(train.labels.numpy(), "fine-tuning")
     where = placement(cfg)
     batch = min(f.batch_size, len(train))
     module = FinetuneModule(Classifier(copy.deepcopy(backbone)).train(), f.lr, backbone_lr_factor, f.weight_decay,
-                            pos_weight=positive_class_weight(train[cfg.task]), max_steps=max_steps,
+                            pos_weight=positive_class_weight(train.labels.numpy()), max_steps=max_steps,
                             channels_last=where.channels_last)
-    loader = DataLoader(
-        CachedImages(train, cfg.task, finetune_transform(cfg.image_size_px, cfg.augment)), batch_size=batch,
-        sampler=EpochShuffle(len(train), seed), drop_last=len(train) > batch, num_workers=cfg.num_workers,
-        persistent_workers=cfg.num_workers > 0,
-    )
-    val_loader = DataLoader(CachedImages(val, cfg.task), batch_size=2 * batch)
+    loader = DataLoader(train, batch_size=batch, sampler=EpochShuffle(len(train), seed), drop_last=len(train) > batch,
+                        num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    val_loader = DataLoader(val, batch_size=2 * batch)
     keeper = KeepBestWeights()
     trainer = make_trainer(cfg, max_steps=max_steps, limit_batches=f.limit_batches, callbacks=[keeper],
                            val_check_interval=check_interval(max_steps, n_checks), distributed=False,

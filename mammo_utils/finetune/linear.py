@@ -25,7 +25,7 @@ from mammo_utils.config import Config
 from mammo_utils.evaluate.metrics import auc_or_half
 from mammo_utils.finetune.full import FitResult, require_both_classes
 from mammo_utils.finetune.loss import weighted_bce
-from mammo_utils.models import FEATURE_DIM, Classifier, normalize
+from mammo_utils.models import Classifier, feature_dim, normalize
 from mammo_utils.prepare.loaders import CachedImages
 from mammo_utils.runs.devices import Placement, placement, prepare_input, prepare_model
 
@@ -55,7 +55,7 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, where: Placement
         with where.autocast():
             out.append(backbone(prepare_input(normalize(images[i : i + batch_size].float()), where)).float().cpu())
     backbone.to("cpu", memory_format=torch.contiguous_format)
-    return torch.cat(out) if out else torch.zeros(0, FEATURE_DIM)
+    return torch.cat(out) if out else torch.zeros(0, feature_dim(backbone))
 
 
 @dataclass
@@ -132,7 +132,7 @@ def fit_linear(cfg: Config, backbone: torch.nn.Module, features: dict[str, torch
         train, val: rows of the preprocessed index. seed: the head's initialisation.
     """
     f = cfg.finetune
-    require_both_classes(train, cfg.task, "linear probe")
+    require_both_classes(train[cfg.task].to_numpy(), "linear probe")
 
     def stack(part: pd.DataFrame) -> torch.Tensor:
         return torch.stack([features[i] for i in part.image_id.astype(str)])

@@ -94,19 +94,11 @@ def _finetuned_inits(cfg: Config) -> list[str]:
 
 
 def _test_predictions(cfg: Config, predictions: pd.DataFrame, init: str) -> pd.DataFrame:
-    """Test label and mean probability per image for one init (configured protocol and label fraction if present)."""
-    p = predictions[(predictions["split"].astype(str) == "test") & (predictions["init"].astype(str) == init)]
-    # The model saved at <init>/model.pt is the headline run of cfg.task (other tasks' live in <init>-<task>/).
-    p = headline_predictions(p, cfg.task)
-    for column, wanted in (("protocol", cfg.finetune.protocol), ("label_fraction", cfg.finetune.label_fraction)):
-        if column in p and len(p):
-            match = p[column].astype(str) == str(wanted)
-            if column == "label_fraction":
-                match = np.isclose(pd.to_numeric(p[column], errors="coerce"), float(wanted))
-            if match.any():
-                p = p[match]
-    p = p.assign(probability=pd.to_numeric(p["probability"], errors="coerce"))
-    return p.groupby(p["image_id"].astype(str)).agg(label=("label", "first"), probability=("probability", "mean"))
+    """Test label and probability per film of one init's headline run of ``cfg.task`` (the model saved at
+    ``<init>/model.pt``; other tasks' live in ``<init>-<task>/``)."""
+    p = headline_predictions(predictions, cfg.task)
+    p = p[(p["split"].astype(str) == "test") & (p["init"].astype(str) == init)]
+    return p.assign(image_id=p.image_id.astype(str)).set_index("image_id")[["label", "probability"]]
 
 
 def _labels_and_probabilities(cfg: Config, predictions: pd.DataFrame, init: str, test: _TestImages):

@@ -32,7 +32,8 @@ def cache_key(size_px: int) -> str:
     return f"s{size_px}-" + hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
+def npy_bytes(array: np.ndarray) -> bytes:
+    """An array as the bytes of a ``.npy`` file (for an atomic write)."""
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     return buf.getvalue()
@@ -57,13 +58,13 @@ def _process_one(job: tuple[str, str, list[dict], str, str, int]) -> tuple[str, 
     try:
         pixels = read_image(Path(root) / path).pixels
         image, transform = preprocess_image(pixels, size_px)
-        atomic_write_bytes(out / f"{image_id}.npy", _npy_bytes(image.astype(np.float16)))
+        atomic_write_bytes(out / f"{image_id}.npy", npy_bytes(image.astype(np.float16)))
         if lesions:
             h, w = pixels.shape
             mask = lesion_mask(lesions, w, h, mask_reader=lambda p: read_image(Path(root) / p).pixels)
             if mask.any():
                 small = transform.apply(mask.astype(np.float32)) > 0.25
-                atomic_write_bytes(out / f"{image_id}.lesion.npy", _npy_bytes(small.astype(np.uint8)))
+                atomic_write_bytes(out / f"{image_id}.lesion.npy", npy_bytes(small.astype(np.uint8)))
         atomic_write_json(out / f"{image_id}.json", transform.to_dict())
         return image_id, None
     except MammoError as exc:

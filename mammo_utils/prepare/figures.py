@@ -49,3 +49,20 @@ def class_balance(images: pd.DataFrame, path: Path, density_name: str = "breast 
                       order=sorted(df["density"].astype(str).unique()))
         axes[0, 1].set_title(f"Images per {density_name}")
     return save_figure(fig, path)
+
+
+@styled
+def crop_gallery(arrays: np.ndarray, crops: pd.DataFrame, path: Path, n: int = 8, seed: int = 0) -> Path:
+    """Two rows of the crop task: ``n`` crops around findings (top) and ``n`` of normal films (bottom)."""
+    rng = np.random.default_rng(seed)
+    fig, axes = subplots(2, n, figsize=(1.4 * n, 3.2), squeeze=False)
+    for row, (label, name) in enumerate(((1, "around a finding"), (0, "normal film"))):
+        idx = np.flatnonzero(crops.label.to_numpy() == label)
+        pick = rng.choice(idx, size=min(n, len(idx)), replace=False) if len(idx) else []
+        for ax in axes[row]:
+            ax.axis("off")
+        for ax, i in zip(axes[row], pick, strict=False):
+            ax.imshow(np.asarray(arrays[i], dtype=np.float32), cmap="gray", vmin=0, vmax=1)
+        axes[row, 0].set_title(name, loc="left", fontsize=9)
+    fig.suptitle("The crop task: is there a lesion in this crop?", fontsize=10)
+    return save_figure(fig, path)

@@ -27,8 +27,20 @@ class CachedImages(Dataset):
                        else torch.full((len(self.index),), -1, dtype=torch.long))
         self.transform = transform
 
+    @classmethod
+    def from_arrays(cls, images: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
+                    transform: Callable | None = None) -> CachedImages:
+        """The same dataset over images already in memory ((N, S, S) or (N, 1, S, S); e.g. stage 01's crops)."""
+        ds = cls.__new__(cls)
+        images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+        ds.images = (images if images.dim() == 4 else images[:, None]).to(torch.float16)
+        ds.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        ds.index = pd.DataFrame(index=range(len(ds.labels)))
+        ds.transform = transform
+        return ds
+
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.labels)
 
     def __getitem__(self, key: int | tuple[int, int]):
         i, seed = key if isinstance(key, tuple) else (key, None)

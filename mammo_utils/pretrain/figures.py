@@ -31,21 +31,35 @@ def view_pairs(pairs: list[tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
 
 
 @styled
-def pretrain_curves(history: pd.DataFrame, path: Path) -> Path:
-    """SimCLR loss per epoch and, when present, kNN accuracy of the embeddings on the validation split."""
-    has_knn = "val_knn_acc" in history and history["val_knn_acc"].notna().any()
-    fig, axes = subplots(1, 2 if has_knn else 1, figsize=(10 if has_knn else 5, 3.4), squeeze=False)
-    loss = history.dropna(subset=["train_loss_epoch"]) if "train_loss_epoch" in history else history
-    sns.lineplot(data=loss, x="epoch", y="train_loss_epoch", marker="o", ax=axes[0, 0])
-    axes[0, 0].set(title="NT-Xent loss (train)", ylabel="loss")
-    if has_knn:
-        knn = history.dropna(subset=["val_knn_acc"])
-        sns.lineplot(data=knn, x="epoch", y="val_knn_acc", marker="o", ax=axes[0, 1], color="C2")
-        if "knn_chance" in knn:
-            axes[0, 1].axhline(float(knn["knn_chance"].iloc[-1]), ls="--", c="grey", label="chance")
-            axes[0, 1].legend()
-        axes[0, 1].set(title="kNN balanced accuracy (val, no labels in training)", ylabel="balanced accuracy",
-                       ylim=(0, 1))
+def pretrain_curves(history: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """Did pretraining learn? Per epoch: the loss beside the constant-output level ln(2N - 1), the pretext accuracy
+    beside its chance 1 / (2N - 1), and the kNN monitor beside its untrained value (epoch 0) and chance (0.5).
+
+    ``history``: the columns of :data:`~mammo_utils.pretrain.stage.HISTORY_COLUMNS`.
+    """
+    fig, axes = subplots(1, 3, figsize=(13, 3.5), squeeze=False)
+    trained = history[history.epoch > 0]
+    ax = axes[0, 0]
+    ax.plot(trained.step, trained.loss, "o-", label="loss (train)")
+    ax.plot(trained.step, trained.loss_constant_output, "--", c="grey", label="ln(2N − 1): one vector for all")
+    ax.set(title="Contrastive loss", xlabel="optimisation step", ylabel="loss", ylim=(0, None))
+    ax.legend(fontsize=8)
+    ax = axes[0, 1]
+    ax.plot(trained.step, trained.pretext_top1, "o-", c="C1", label="partner found first")
+    ax.plot(trained.step, trained.pretext_chance, "--", c="grey", label="chance 1 / (2N − 1)")
+    ax.set(title="Pretext accuracy", xlabel="optimisation step", ylabel="top-1", ylim=(0, 1))
+    ax.legend(fontsize=8)
+    ax = axes[0, 2]
+    knn = history.dropna(subset=["knn"])
+    ax.plot(knn.step, knn.knn, "o-", c="C2", label="kNN, validation women's crops")
+    if len(knn) and knn.epoch.iloc[0] == 0:
+        ax.axhline(float(knn.knn.iloc[0]), ls=":", c="C2", label="untrained network")
+    ax.axhline(0.5, ls="--", c="grey", label="chance")
+    ax.set(title="kNN monitor (no label trains)", xlabel="optimisation step", ylabel="balanced accuracy",
+           ylim=(0.3, 1))
+    ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
 
 

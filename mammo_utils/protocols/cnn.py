@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from mammo_utils.config import Config
 from mammo_utils.evaluate.metrics import choose_threshold
-from mammo_utils.finetune.full import fit_full
+from mammo_utils.finetune.full import film_images, fit_full
 from mammo_utils.models import predict
 from mammo_utils.prepare.loaders import CachedImages
 from mammo_utils.protocols import splits
@@ -73,7 +73,8 @@ def run_cnn(cfg: Config, unit: str, items: pd.DataFrame, backbone: torch.nn.Modu
     seed_everything(seed)
     run_cfg = cnn_config(cfg, size_px)
     factor = 1.0 if random_init else cfg.finetune.backbone_lr_factor
-    result = fit_full(run_cfg, backbone, train, val, steps, n_checks=n_checks, seed=seed, backbone_lr_factor=factor)
+    result = fit_full(run_cfg, backbone, film_images(train, run_cfg, augment=True), film_images(val, run_cfg), steps,
+                      n_checks=n_checks, seed=seed, backbone_lr_factor=factor)
     where = placement(run_cfg)
     p_val = predict(result.model, CachedImages(val, cfg.task).images, where)
     p_test = predict(result.model, CachedImages(test, cfg.task).images, where)

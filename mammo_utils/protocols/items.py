@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from mammo_utils.config import AugmentConfig
-from mammo_utils.pretrain.views import finetune_transform
+from mammo_utils.finetune.augment import finetune_transform
 from mammo_utils.runs.files import atomic_write_bytes
 
 ITEM_COLUMNS = ["item_id", "image_id", "patient_id", "label", "fold", "array_path"]

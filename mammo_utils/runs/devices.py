@@ -138,6 +138,15 @@ def use_channels_last(cfg: Config) -> bool:
     return resolve_accelerator(cfg) in ("gpu", "cpu")
 
 
+def n_processes(cfg: Config) -> int:
+    """How many training processes a run has: ``devices`` x ``num_nodes`` (``devices=auto``: every GPU, else 1).
+    A batch size is per process; distributed SimCLR gathers every process's views as negatives."""
+    devices = cfg.devices
+    if not isinstance(devices, int):
+        devices = torch.cuda.device_count() if resolve_accelerator(cfg) == "gpu" else 1
+    return max(1, devices) * max(1, cfg.num_nodes)
+
+
 def placement(cfg: Config) -> Placement:
     """Accelerator, device, precision and memory format of a run."""
     accelerator = resolve_accelerator(cfg)

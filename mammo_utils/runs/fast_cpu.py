@@ -1,4 +1,4 @@
-"""A faster ResNet-50 block for bf16 autocast on CPUs; switched on by the trainer, never needed to read the model.
+"""Faster ResNet blocks for bf16 autocast on CPUs; switched on by the trainer, never needed to read the model.
 
 The model itself is torchvision's ResNet-50 (:mod:`mammo_utils.models`). On a CPU under bf16 autocast every
 activation is a bf16 tensor, and PyTorch's element-wise kernels on bf16 CPU tensors are slow in two ways that
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from torchvision.models.resnet import Bottleneck
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 
 def _bf16_on_cpu(t: torch.Tensor) -> bool:
@@ -91,12 +91,31 @@ class FastBottleneck(Bottleneck):
         return self.relu(out + identity)
 
 
+class FastBasicBlock(BasicBlock):
+    """torchvision's ResNet-18 block, with the same bf16 CPU path as :class:`FastBottleneck`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _bf16_on_cpu(x):
+            return super().forward(x)
+        identity = x
+        if x.requires_grad and torch.is_grad_enabled():
+            x, identity = _Fork.apply(x)
+        if self.downsample is not None:
+            identity = self.downsample(identity)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
 def use_fast_bf16_blocks(model: nn.Module) -> nn.Module:
-    """Switch every torchvision ``Bottleneck`` in ``model`` to :class:`FastBottleneck`, and its ReLUs (and the
-    stem's) to :class:`FastReLU`, in place; returns ``model``. Idempotent; state dicts are unchanged."""
+    """Switch every torchvision ``Bottleneck`` and ``BasicBlock`` in ``model`` to :class:`FastBottleneck` and
+    :class:`FastBasicBlock`, and its ReLUs (and the stem's) to :class:`FastReLU`, in place; returns ``model``.
+    Idempotent; state dicts are unchanged."""
     for module in model.modules():
         if type(module) is Bottleneck:
             module.__class__ = FastBottleneck
+        elif type(module) is BasicBlock:
+            module.__class__ = FastBasicBlock
         for name, child in module.named_children():
             if type(child) is nn.ReLU:
                 setattr(module, name, FastReLU())

@@ -1,4 +1,4 @@
-"""Stage 03's label-efficiency sweep, linear probe, label fractions and patient-level cross-validation."""
+"""Stage 03: label fractions, the linear probe, the crop task (label efficiency) and cross-validation by woman."""
 
 import json
 from dataclasses import replace
@@ -11,11 +11,10 @@ import pytorch_lightning as pl
 import torch
 
 from mammo_utils.evaluate.stage import run_evaluate
-from mammo_utils.finetune import stage as finetune
 from mammo_utils.finetune.full import check_interval
 from mammo_utils.finetune.linear import extract_features, fit_linear_head, head_probabilities
 from mammo_utils.finetune.stage import run_finetune
-from mammo_utils.models import Classifier, resnet50_backbone
+from mammo_utils.models import Classifier, make_backbone
 from mammo_utils.prepare.split import (
     assign_splits,
     cross_validation_split,
@@ -25,6 +24,7 @@ from mammo_utils.prepare.split import (
 from mammo_utils.prepare.stage import run_prepare
 from mammo_utils.pretrain.stage import run_pretrain
 from mammo_utils.report import claim_table
+from mammo_utils.runs.paths import run_dir
 
 
 def _images(n_patients: int = 60, seed: int = 0) -> pd.DataFrame:
@@ -77,7 +77,7 @@ def test_cross_validation_tests_every_patient_once_and_never_trains_on_it():
 
 def test_linear_probe_freezes_the_backbone_and_its_head_plugs_into_the_classifier(tiny_cfg):
     torch.manual_seed(0)
-    backbone = resnet50_backbone("random").train()
+    backbone = make_backbone("resnet18", "random").train()
     before = {k: v.clone() for k, v in backbone.state_dict().items()}  # batch-norm statistics included
     images = torch.rand(24, 1, 32, 32)
     y = torch.tensor([0, 1] * 12)
@@ -97,49 +97,45 @@ def test_linear_probe_freezes_the_backbone_and_its_head_plugs_into_the_classifie
     assert probe.best_val_auc == pytest.approx(probe.history["val_auc"].max())
 
 
-def _sweep_cfg(cfg, **finetune):
-    finetune = {"tasks": ("abnormal",), "inits": ("random",), "protocols": ("linear", "full"),
+def _crop_cfg(cfg, **finetune):
+    finetune = {"tasks": ("abnormal",), "inits": ("random",), "classifiers": ("linear", "full"),
                 "label_fractions": (0.5, 1.0), **finetune}
     return replace(cfg, finetune=replace(cfg.finetune, **finetune))
 
 
-def test_sweep_runs_every_point_with_each_seed_on_nested_women_and_the_same_steps(tiny_cfg, monkeypatch):
-    cfg = _sweep_cfg(tiny_cfg, sweep_seeds=2, sweep_steps=3)
-    index = pd.read_csv(run_prepare(cfg, workers=1) / "preprocessed.csv", keep_default_na=False)
-    forward_passes = []  # images run through a whole classifier to predict: val and test of each full run
-    original_predict = finetune.predict
-    monkeypatch.setattr(finetune, "predict", lambda model, images, where: forward_passes.append(len(images))
-                        or original_predict(model, images, where))
+def test_the_crop_task_runs_every_classifier_fraction_and_draw_on_nested_women(tiny_cfg):
+    cfg = _crop_cfg(tiny_cfg, draws=2, full_fractions=(0.5, 1.0), full_draws=1, crop_steps=3)
+    run_prepare(cfg, workers=1)
+    crops = pd.read_csv(run_dir(cfg) / "01_prepare" / "crops.csv")
     out = run_finetune(cfg)
-    pred = pd.read_csv(out / "predictions.csv")
-    for column in ("image_id", "patient_id", "split", "fold", "label", "probability", "init", "protocol",
-                   "label_fraction", "seed", "headline", "sweep", "run"):
-        assert column in pred
-    expected = {"random"} | {f"random-{p}-f{f:g}-s{s}" for p in ("linear", "full") for f in (0.5, 1.0) for s in (0, 1)}
-    assert set(pred.run) == expected
-    head = pred[pred.headline]
-    assert set(head.run) == {"random"} and not head.sweep.any()
-    assert pred.groupby("run").size().eq(len(head)).all()  # every run predicts the same val and test images
-    # A linear probe's predictions come from the frozen features it trained on, not from the images again.
-    assert len(forward_passes) == 2 * (1 + 4) and sum(forward_passes) == len(head) * (1 + 4)
-    linear = pred[pred.protocol == "linear"]
-    assert linear.probability.between(0, 1).all() and linear.groupby("run").probability.std().gt(0).all()
-    for run in expected:
-        assert (out / run / "predictions.csv").exists() and (out / run / "record.json").exists()
-        assert (out / run / "model.pt").exists() == (run == "random")  # only stage 05's models are kept
-    sweep = pd.read_csv(out / "sweep.csv")
-    full = sweep[sweep.protocol == "full"]
-    assert (full.steps == 3).all()  # every point the same optimisation steps, whatever its labels
-    assert (sweep[sweep.protocol == "linear"].steps == cfg.finetune.linear_epochs).all()
-    train = index[index.split == "train"]
-    for _, runs in sweep.groupby("seed"):
-        # the women a point trained on, recounted from the manifest: nested, half of them at 50%
-        n = runs.set_index(["protocol", "label_fraction"]).n_train_patients
-        assert n[("full", 0.5)] == n[("linear", 0.5)] < n[("full", 1.0)] == train.patient_id.nunique()
-    assert not (out / "cv_predictions.csv").exists()
-    rerun = (out / "random-full-f0.5-s1" / "record.json").stat().st_mtime_ns
-    run_finetune(cfg, force=True)  # a finished run is not trained again, even when the stage is re-run
-    assert (out / "random-full-f0.5-s1" / "record.json").stat().st_mtime_ns == rerun
+    pred = pd.read_csv(out / "crop_predictions.csv")
+    linear = pred[pred.classifier == "linear"]
+    assert set(linear.init) == {"random", "pixels", "mean_sd", "mean", "sd"}  # the network and the baselines
+    assert set(pred[pred.classifier == "full"].init) == {"random"}
+    points = pred.groupby(["init", "classifier", "label_fraction"]).draw.unique()
+    assert sorted(points[("random", "linear", 0.5)]) == [0, 1] and list(points[("random", "linear", 1.0)]) == [0]
+    assert list(points[("random", "full", 0.5)]) == [0]
+    for _, rows in pred.groupby(["init", "classifier", "label_fraction", "draw"]):
+        for split in ("val", "test"):  # every crop of the split's women, once, with its own label
+            part = rows[rows.split == split].set_index("crop_id")
+            truth = crops[crops.split == split].set_index("crop_id")
+            assert sorted(part.index) == sorted(truth.index) and (part.label == truth.label.loc[part.index]).all()
+    assert pred.probability.between(0, 1).all()
+    # The labelled women are nested (a draw's 50% among all of them) and only the training women's.
+    from mammo_utils.finetune.crops import labelled_women
+
+    train = (crops.split == "train").to_numpy()
+    half = labelled_women(crops, train, 0.5, 0)
+    assert half.sum() < train.sum() and not (half & ~train).any()
+    assert crops[half].groupby("patient_id").size().eq(crops[train].groupby("patient_id").size()
+                                                       .loc[crops[half].patient_id.unique()]).all()
+    films = pd.read_csv(out / "film_predictions.csv")
+    index = pd.read_csv(run_dir(cfg) / "01_prepare" / "preprocessed.csv")
+    assert set(films.image_id) == set(index.image_id[index.split.isin(["val", "test"])])  # every film, once
+    assert films.groupby("image_id").size().eq(1).all() and set(films.init) == {"random"}
+    rerun = (out / "crops" / "heldout" / "stage.json").stat().st_mtime_ns
+    run_finetune(cfg, force=True)  # a finished split is not trained again, even when the stage is re-run
+    assert (out / "crops" / "heldout" / "stage.json").stat().st_mtime_ns == rerun
 
 
 class _PretrainingSpy(pl.Callback):
@@ -149,13 +145,13 @@ class _PretrainingSpy(pl.Callback):
         self.seen: dict[str, set] = {}
 
     def on_train_start(self, trainer, module):
-        self.seen[Path(trainer.default_root_dir).name] = set(trainer.train_dataloader.dataset.index.image_id)
+        self.seen[Path(trainer.default_root_dir).name] = set(trainer.train_dataloader.dataset.image_ids)
 
 
 def test_cross_validation_tests_each_woman_once_with_models_that_never_saw_her(tiny_cfg):
     # Both tasks, and the self-supervised init: its backbone must be pretrained per fold.
-    cfg = replace(_sweep_cfg(tiny_cfg, cv=True, tasks=("abnormal", "malignant"), inits=("simclr", "random"),
-                             protocols=()), split=replace(tiny_cfg.split, n_folds=3))
+    cfg = replace(_crop_cfg(tiny_cfg, cv=True, tasks=("abnormal", "malignant"), inits=("simclr", "random"),
+                            classifiers=()), split=replace(tiny_cfg.split, n_folds=3))
     index = pd.read_csv(run_prepare(cfg, workers=1) / "preprocessed.csv", keep_default_na=False)
     spy = _PretrainingSpy()
     pre = run_pretrain(cfg, callbacks=[spy])
@@ -201,14 +197,6 @@ def test_cross_validation_tests_each_woman_once_with_models_that_never_saw_her(t
     table = claim_table(metrics)
     assert "| malignant | random init | held-out test" in table and "| malignant | simclr init | 3-fold CV" in table
     assert "0.967" in table
-
-
-def test_full_fractions_narrow_only_the_full_protocol(tiny_cfg):
-    from mammo_utils.finetune.sweep import fractions_for
-
-    cfg = replace(tiny_cfg, finetune=replace(tiny_cfg.finetune, label_fractions=(0.1, 0.5, 1.0),
-                                             full_fractions=(0.1, 1.0)))
-    assert fractions_for(cfg, "linear") == (0.1, 0.5, 1.0) and fractions_for(cfg, "full") == (0.1, 1.0)
 
 
 @pytest.mark.parametrize("steps", [1, 5, 12, 16, 20, 42, 60])
