@@ -78,10 +78,10 @@ def check_freeze(fn: Callable[[nn.Module], nn.Module]) -> str:
     :func:`~mammo_utils.finetune.linear.freeze_backbone`; both must leave no trainable weight, every batch norm in
     eval mode, running statistics that do not drift over forward passes, and the same features."""
     from mammo_utils.finetune.linear import freeze_backbone
-    from mammo_utils.models import normalize, resnet50_backbone
+    from mammo_utils.models import make_backbone, normalize
 
     torch.manual_seed(0)
-    backbone = resnet50_backbone("random").train()
+    backbone = make_backbone("resnet18", "random").train()
     reference = freeze_backbone(copy.deepcopy(backbone))
     got = fn(backbone)
     if got is None:  # an in-place answer that forgot to return is still judged on the module it changed

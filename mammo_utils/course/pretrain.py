@@ -166,11 +166,11 @@ def _knn_problem(seed: int, n_bank: int = 80, n_query: int = 40, dim: int = 16) 
        "counts more), predict the class with the larger total, and average the recall of each class.")
 def check_knn_balanced_accuracy(fn: Callable, problems: int = 4) -> str:
     """Compare ``fn(bank_features, bank_labels, query_features, query_labels, k)`` with the package's
-    :func:`~mammo_utils.pretrain.methods.base.knn_balanced_accuracy` (scikit-learn's kNN) on imbalanced problems."""
+    :func:`~mammo_utils.pretrain.monitor.knn_balanced_accuracy` (scikit-learn's kNN) on imbalanced problems."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
     from sklearn.neighbors import KNeighborsClassifier
 
-    from mammo_utils.pretrain.methods.base import knn_balanced_accuracy
+    from mammo_utils.pretrain.monitor import knn_balanced_accuracy
 
     for seed in range(problems):
         bank, bank_y, query, query_y = _knn_problem(seed)
@@ -226,7 +226,7 @@ def check_ablation(run_ablation: bool, cfg, variant) -> str:
                              "trains the variant")
     assert variant.variant, "the variant's configuration has no variant name: it would overwrite the first run"
     changed = [f"{section}.{name}: {getattr(getattr(cfg, section), name)} -> {value}"
-               for section in ("pretrain", "augment") for name, value in vars(getattr(variant, section)).items()
+               for section in ("pretrain", "views") for name, value in vars(getattr(variant, section)).items()
                if getattr(getattr(cfg, section), name) != value]
     assert changed, "the variant has the same pretraining and augmentation settings as the first run"
     assert (main_out / "history.csv").exists(), f"no history.csv in {main_out}: run run_pretrain(cfg) first"
@@ -234,13 +234,13 @@ def check_ablation(run_ablation: bool, cfg, variant) -> str:
         f"{variant_out} holds a run with other settings than the variant's now: run it again (RUN_ABLATION = True)")
     first, second = (pd.read_csv(out / "history.csv") for out in (main_out, variant_out))
     for name, history in (("first run", first), ("variant", second)):
-        assert len(history) and history["train_loss_epoch"].notna().all(), f"the {name}'s history has no loss"
+        assert len(history) and history["loss"].iloc[1:].notna().all(), f"the {name}'s history has no loss"
     method = json.loads((variant_out / "stage.json").read_text())["config"]["pretrain"]["method"]
 
     def last(h: pd.DataFrame, column: str) -> str:
         values = h[column].dropna() if column in h else []
         return f"{values.iloc[-1]:.3f}" if len(values) else "n/a"
 
-    return (f"{'; '.join(changed)}. Last epoch: kNN {last(first, 'val_knn_acc')} ({cfg.pretrain.method}) vs "
-            f"{last(second, 'val_knn_acc')} ({method}), chance 0.5; losses {last(first, 'train_loss_epoch')} vs "
-            f"{last(second, 'train_loss_epoch')}, each against its own chance level.")
+    return (f"{'; '.join(changed)}. Last epoch: kNN {last(first, 'knn')} ({cfg.pretrain.method}) vs "
+            f"{last(second, 'knn')} ({method}), chance 0.5; losses {last(first, 'loss')} vs "
+            f"{last(second, 'loss')}, each against its own chance level.")
