@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from mammo_utils.finetune.linear import extract_features
-from mammo_utils.models import load_backbone, resnet50_backbone
+from mammo_utils.models import load_backbone, make_backbone
 from mammo_utils.protocols.items import load_pixels
 from mammo_utils.runs.devices import Placement
 from mammo_utils.runs.files import atomic_write_bytes
@@ -55,7 +55,7 @@ def random_backbone(seed: int) -> BackboneRef:
 
     def load() -> torch.nn.Module:
         seed_everything(seed)
-        return resnet50_backbone("random")
+        return make_backbone("resnet50", "random")
 
     return BackboneRef(f"random-s{seed}-torch{torch.__version__.split('+')[0]}", load)
 
