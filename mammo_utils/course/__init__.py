@@ -32,7 +32,7 @@ from collections.abc import Callable
 PASS, NOT_YET, FAIL = "PASS", "NOT YET", "FAIL"
 
 
-def check(exercise: str, hint: str, recipe: str = "") -> Callable:
+def check(exercise: str, hint: str, recipe: str) -> Callable:
     """Turn a function that asserts into a notebook check: prints ``PASS``, ``NOT YET`` (the stub still raises
     ``NotImplementedError`` or returns None) or ``FAIL`` with a hint; returns True on PASS; never raises.
 
@@ -69,8 +69,6 @@ FAILURES: dict[str, int] = {}  # exercise -> wrong answers so far in this kernel
 
 def _fail(exercise: str, what: str, hint: str, recipe: str) -> bool:
     FAILURES[exercise] = tries = FAILURES.get(exercise, 0) + 1
-    if not recipe:
-        return _say(FAIL, exercise, f"{what} Hint: {hint}")
     if tries < 2:
         return _say(FAIL, exercise, f"{what} Hint: {hint} (A second wrong try adds the steps.)")
     return _say(FAIL, exercise, f"{what} Hint: {hint} Steps: {recipe}")
