@@ -8,7 +8,7 @@ import torch
 
 from mammo_utils.errors import ConfigError
 from mammo_utils.gradcam import cams
-from mammo_utils.models import Classifier
+from mammo_utils.models import Classifier, make_backbone
 from mammo_utils.prepare.preprocess import Transform
 
 SIZE = 64
@@ -97,17 +97,18 @@ def test_a_grid_map_points_at_the_centre_of_its_hottest_cell():
                                TRANSFORM.to_original(np.array([[3 * SIZE / 4, SIZE / 4]]))[0])
 
 
-def test_the_cascade_starts_at_the_head():
+@pytest.mark.parametrize(("arch", "blocks"), [("resnet18", (1, 0)), ("resnet50", (2, 1, 0))])
+def test_the_cascade_starts_at_the_head(arch, blocks):
     """Adebayo et al.'s cascade re-initialises from the output down: the head alone first, then the blocks of
-    layer4 from the last, each step keeping the layers already randomised."""
-    assert cams.RANDOMIZATION_CASCADE[0] == "head"
-    assert list(cams.RANDOMIZATION_CASCADE[1:]) == [f"backbone.layer4.{i}" for i in (2, 1, 0)]
+    layer4 from the last (as many as the backbone has), each step keeping the layers already randomised."""
     torch.manual_seed(3)
-    model = Classifier().eval()
+    model = Classifier(make_backbone(arch)).eval()
+    cascade = cams.randomization_cascade(model)
+    assert cascade == ("head", *(f"backbone.layer4.{i}" for i in blocks))
     state = model.state_dict()
     previous = None
-    for k in range(len(cams.RANDOMIZATION_CASCADE)):
-        done = cams.RANDOMIZATION_CASCADE[: k + 1]
+    for k in range(len(cascade)):
+        done = cascade[: k + 1]
         step = cams.randomize_layers(model, done, seed=0).state_dict()
         changed = {key for key in state if not torch.equal(state[key], step[key])}
         assert changed and all(key.startswith(done) for key in changed)  # only the layers of this step and above
@@ -148,9 +149,9 @@ def test_grad_cam_weights_are_the_head_weights_over_the_grid():
 
 def test_randomization_cascade_changes_grad_cam(model, images):
     check = cams.randomization_check(model, images, "gradcam", seed=0, batch_size=2)
-    n = len(cams.RANDOMIZATION_CASCADE)
+    n = len(cams.randomization_cascade(model))
     assert check.trained.shape == (3, SIZE, SIZE) and check.randomized.shape == (n, 3, SIZE, SIZE)
-    assert check.spearman.shape == (n, 3) and check.layers == cams.RANDOMIZATION_CASCADE
+    assert check.spearman.shape == (n, 3) and check.layers == cams.randomization_cascade(model)
     finite = check.spearman[np.isfinite(check.spearman)]
     assert finite.size and ((finite >= -1.0) & (finite <= 1.0)).all()
     # The trivial case: a map against itself correlates perfectly. A copy that was not re-initialised would
@@ -168,7 +169,7 @@ def test_randomization_leaves_the_model_and_is_seeded(images):
     np.testing.assert_array_equal(check.trained, cams.compute_cams(model, images[:1], "gradcam"))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
 
-    layers = cams.RANDOMIZATION_CASCADE
+    layers = cams.randomization_cascade(model)
     a, b, c = (cams.randomize_layers(model, layers, seed).state_dict() for seed in (0, 0, 1))
     top = [k for k in a if k.startswith(("backbone.layer4.", "head."))]
     assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same weights

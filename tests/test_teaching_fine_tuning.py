@@ -212,7 +212,7 @@ def test_an_ablation_that_changes_something_else_fails(tiny_cfg, capsys, overrid
 def test_the_notebooks_variant_passes(tiny_cfg, capsys):
     """The variant as notebook 03's cell builds it: the fraction, and the settings that leave only the headline
     runs to train."""
-    variant = _variant(tiny_cfg, "finetune.label_fraction=0.25", "finetune.protocols=", "finetune.cv=false",
+    variant = _variant(tiny_cfg, "finetune.label_fraction=0.25", "finetune.classifiers=", "finetune.cv=false",
                        "finetune.tasks=")
     _write_runs(tiny_cfg, 1.0, 0.8)
     _write_runs(variant, 0.25, 0.7)

@@ -292,7 +292,7 @@ def _headline(cfg) -> pd.DataFrame | None:
 @check("3.5 Label-fraction ablation", hint="An ablation changes ONE thing and keeps everything else, so that any "
        "difference is that thing's doing: here the share of labelled women of the headline runs.",
        recipe="Keep the variant as the exercise cell builds it: load_config(..., variant='lf0.25', "
-       "overrides=['finetune.label_fraction=0.25', 'finetune.protocols=', 'finetune.cv=false', "
+       "overrides=['finetune.label_fraction=0.25', 'finetune.classifiers=', 'finetune.cv=false', "
        "'finetune.tasks=']), no other override; set RUN_ABLATION = True and run that cell again.")
 def check_label_fraction_ablation(run_ablation: bool, cfg, variant_cfg) -> str:
     """NOT YET until the learner sets ``RUN_ABLATION`` and the variant's stage 03 has run (a variant left on disk
@@ -305,9 +305,9 @@ def check_label_fraction_ablation(run_ablation: bool, cfg, variant_cfg) -> str:
     if not run_ablation:
         raise _NotYet("RUN_ABLATION is False: set it to True and run the cell below it (a few minutes at demo).")
     assert variant_cfg.variant, "the variant's configuration has no variant name: it would overwrite the first run"
-    # protocols, cv and tasks only decide which runs besides the headline one stage 03 makes.
+    # classifiers, cv and tasks only decide which runs besides the headline one stage 03 makes.
     change = require_one_change(cfg, variant_cfg, "finetune.label_fraction",
-                                ("finetune.protocols", "finetune.cv", "finetune.tasks"),
+                                ("finetune.classifiers", "finetune.cv", "finetune.tasks"),
                                 "overrides=['finetune.label_fraction=0.25']")
     first, variant = _headline(cfg), _headline(variant_cfg)
     if first is None:

@@ -22,7 +22,7 @@ back to the original image's pixels through the :class:`~mammo_utils.prepare.pre
 pad, flip and crop).
 
 :func:`randomization_check` is the cascading model-randomisation test of Adebayo et al. 2018 ("Sanity Checks
-for Saliency Maps"): the layers are re-initialised from the output down (:data:`RANDOMIZATION_CASCADE`: the head
+for Saliency Maps"): the layers are re-initialised from the output down (:func:`randomization_cascade`: the head
 first, then layer4's blocks from the last), and a map that barely changes explains nothing about what those
 layers learnt.
 """
@@ -209,9 +209,12 @@ def peak_to_original(cam: np.ndarray, transform: Transform) -> np.ndarray | None
     return transform.to_original(np.array([peak], dtype=np.float64))[0]
 
 
-# Adebayo et al.'s cascade: re-initialise from the output down, one more layer at each step. The head comes
-# first: a map computed on layer4 that does not change when the head does cannot be explaining this head's logit.
-RANDOMIZATION_CASCADE = ("head", "backbone.layer4.2", "backbone.layer4.1", "backbone.layer4.0")
+def randomization_cascade(model: Classifier) -> tuple[str, ...]:
+    """Adebayo et al.'s cascade for ``model``: the head, then the blocks of layer4 from the last down (ResNet-18:
+    ``layer4.1, layer4.0``; ResNet-50: ``layer4.2, layer4.1, layer4.0``). The head comes first: a map computed on
+    layer4 that does not change when the head does cannot be explaining this head's logit."""
+    blocks = [f"backbone.layer4.{i}" for i in range(len(model.backbone.layer4))]
+    return ("head", *reversed(blocks))
 
 
 @dataclass(frozen=True)
@@ -276,7 +279,7 @@ def randomization_check(
     method: str = "gradcam",
     seed: int = 0,
     batch_size: int = 16,
-    layers: tuple[str, ...] = RANDOMIZATION_CASCADE,
+    layers: tuple[str, ...] | None = None,
 ) -> RandomizationCheck:
     """Cascading model-randomisation sanity check (Adebayo et al. 2018) of one CAM method.
 
@@ -289,9 +292,9 @@ def randomization_check(
         method: a name of :data:`CAM_METHODS`.
         seed: seed of the re-initialisation.
         batch_size: images per forward/backward pass.
-        layers: the cascade, from the output down.
+        layers: the cascade, from the output down (default :func:`randomization_cascade` of ``model``).
     """
-    layers = tuple(layers)
+    layers = tuple(layers) if layers is not None else randomization_cascade(model)
     trained = compute_cams(model, images, method, batch_size)
     randomized = np.stack([compute_cams(randomize_layers(model, layers[: k + 1], seed), images, method, batch_size)
                            for k in range(len(layers))])
