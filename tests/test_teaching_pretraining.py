@@ -179,7 +179,7 @@ def test_ablation(tmp_path, capsys, monkeypatch):
     (["pretrain.epochs=3"], "changes pretrain.method"),  # named "moco", but another setting changed instead
     (["pretrain.method=moco", "pretrain.temperature=0.5"], "also pretrain.temperature"),  # two changes at once
     (["pretrain.method=moco", "pretrain.batch_size=6"], "also pretrain.batch_size"),
-    (["pretrain.method=moco", "augment.blur_prob=0.0"], "cannot say which one"),
+    (["pretrain.method=moco", "views.blur_prob=0.0"], "cannot say which one"),
 ])
 def test_an_ablation_that_changes_something_else_fails(tmp_path, capsys, monkeypatch, overrides, says):
     """Whatever ran: the variant must differ from the first run in the method, and only in it."""

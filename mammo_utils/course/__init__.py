@@ -78,13 +78,6 @@ class _NotYet(Exception):
     """Raised inside a check when the learner's answer is still the stub's placeholder."""
 
 
-def require_answer(value: object, what: str = "your answer") -> object:
-    """Inside a check: ``NOT YET`` when ``value`` is None (a stub's placeholder), else ``value``."""
-    if value is None:
-        raise _NotYet(f"{what} is still None: fill it in the cell above and run both cells again.")
-    return value
-
-
 def changed_settings(first: object, variant: object) -> dict[str, tuple[object, object]]:
     """The settings (``section.name``) in which two configurations differ, with the first's and the variant's
     values; the variant's name is left out (it only names the variant's run folder)."""
