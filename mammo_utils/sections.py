@@ -182,9 +182,11 @@ class ProtocolsConfig:
     a4_configs: int = 24  # N: epoch x seed configurations that A4 and A5 choose among on the test fold
     pixels_px: int = 32  # the side at which 1-nearest-neighbour and the CNN read raw pixels
     # The memorising CNN (mammo_utils.protocols.cnn): trained from random weights on the raw pixels until it fits
-    # its training items (accuracy >= cnn_fit_accuracy) or cnn_max_epochs; one cross-validation (seed 0's split),
-    # every item tested exactly once. On the film arms, for each K in cnn_copies (empty: no CNN).
+    # its training items (accuracy >= cnn_fit_accuracy) or cnn_max_epochs; one cross-validation per seed for the
+    # first cnn_seeds seeds, every item tested exactly once in each. On the film arms, for each K in cnn_copies
+    # (empty: no CNN).
     cnn_copies: tuple[int, ...] = (1, 2, 4, 8)
+    cnn_seeds: int = 1
     cnn_width: int = 16  # channels of its first convolution (doubled twice)
     cnn_fit_accuracy: float = 0.99
     cnn_max_epochs: int = 150
@@ -198,6 +200,9 @@ class ProtocolsConfig:
             if (not values and name != "cnn_copies") or (values and values[0] < 1):
                 raise ConfigError(f"protocols.{name} must be positive integers, got {raw!r}.")
             object.__setattr__(self, name, values)
+        if int(self.cnn_seeds) < 1 or int(self.cnn_seeds) > int(self.seeds):
+            raise ConfigError(f"protocols.cnn_seeds must be between 1 and protocols.seeds ({self.seeds}), "
+                              f"got {self.cnn_seeds!r}.")
         unknown = set(self.copy_strengths) - {"finetune", "offline"} | set(self.label_sets) - {"real", "random"}
         if unknown or not self.copy_strengths or "real" not in self.label_sets:
             raise ConfigError(f"protocols.copy_strengths takes finetune and/or offline, protocols.label_sets real "

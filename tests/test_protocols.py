@@ -348,6 +348,14 @@ def test_positive_control_a_leak_pays_on_random_labels_and_the_honest_arm_stays_
     assert honest["balanced_accuracy"]["low"] <= 0.5 <= honest["balanced_accuracy"]["high"]
 
 
+def test_the_positive_control_can_tell_a_leak_that_pays_from_one_that_does_not():
+    # The same copies and model with A2's split broken (a film's copies dealt together, as if split by film): no
+    # test copy has a twin in training, and the random labels fall back to chance.
+    broken = _control("A2 K=8 offline", broken=True)
+    assert broken["accuracy"]["value"] < 0.75
+    assert broken["balanced_accuracy"]["low"] <= 0.5 <= broken["balanced_accuracy"]["high"]
+
+
 # --- configuration and the stage --------------------------------------------------------------------------------
 
 
@@ -364,6 +372,9 @@ def test_reproduce_runs_the_study_at_smoke_where_the_dataset_is_cross_validated_
     assert cfg.protocols.copies == (2, 8) and cfg.protocols.enabled
     with pytest.raises(Exception, match="copy_strengths"):
         load_config("smoke", "synthetic", overrides=["protocols.copy_strengths=rotate"])
+    assert load_config("smoke", "synthetic", overrides=["protocols.cnn_seeds=2"]).protocols.cnn_seeds == 2
+    with pytest.raises(Exception, match="cnn_seeds"):
+        load_config("smoke", "synthetic", overrides=["protocols.cnn_seeds=3"])  # more than protocols.seeds
 
 
 def test_the_stage_writes_its_table_figures_and_strict_json(tiny_cfg):
@@ -373,7 +384,7 @@ def test_the_stage_writes_its_table_figures_and_strict_json(tiny_cfg):
     from mammo_utils.protocols.study import run_protocols
 
     cfg = replace(tiny_cfg, protocols=replace(tiny_cfg.protocols, seeds=2, copies=(1, 2), cnn_copies=(2,),
-                                              cnn_max_epochs=3))
+                                              cnn_max_epochs=3, cnn_seeds=2))
     run_prepare(cfg, workers=1)
     out = run_protocols(cfg)  # stage 02 has not run: the self-supervised rows are left out, with the reason
     for name in ("protocols.json", "protocols.md", "protocols.csv", "protocols.png", "fingerprint.png",
@@ -390,11 +401,19 @@ def test_the_stage_writes_its_table_figures_and_strict_json(tiny_cfg):
     assert {s["features"] for s in summary["skipped"]} == {"simclr"} and summary["skipped"][0]["reason"]
     a0 = next(r for r in summary["results"] if r["arm"] == "A0" and r["model"] == "logistic")
     assert a0["leak"]["women_in_train_and_test"] == 0 and len(a0["seeds"]) == 2
-    cnn = next(r for r in summary["results"] if r["arm"] == "A2 K=2 offline" and r["model"] == "cnn")
-    assert len(cnn["seeds"]) == 1 and cnn["n_test_items_per_seed"] == 2 * summary["items"]["films"]
-    assert all(e >= 1 for e in cnn["fit"]["epochs"])
-    predictions = pd.read_csv(out / "predictions.csv.gz")
+    n_copies = 2 * summary["items"]["films"]
+    for labels in ("real", "random"):
+        # The CNN's A2 row: one cross-validation per seed, each of its seeds testing all 2 x films copies.
+        cnn = next(r for r in summary["results"] if r["arm"] == "A2 K=2 offline" and r["model"] == "cnn"
+                   and r["labels"] == labels)
+        assert [s["seed"] for s in cnn["seeds"]] == summary["seeds"][:2]
+        assert all(sum(f["n_test"] for f in s["folds"]) == n_copies for s in cnn["seeds"])
+        assert all(e >= 1 for e in cnn["fit"]["epochs"]) and all(s >= 1 for s in cnn["fit"]["steps"])
+    predictions = pd.read_csv(out / "predictions.csv.gz", dtype={"item_id": str})
     assert {"item_id", "fold", "score", "threshold", "labels"} <= set(predictions.columns)
+    cnn_a2 = predictions.query("model == 'cnn' and arm == 'A2 K=2 offline'")
+    assert cnn_a2.groupby("labels").item_id.agg(lambda ids: ids.is_unique and len(ids) == n_copies).all()
+    assert "CNN fitted in" in (out / "protocols.md").read_text()  # its epochs and steps, stated
     assert "all-negative" in (out / "protocols.md").read_text() or "floor" in (out / "protocols.md").read_text()
     assert "| arm | leak |" in (out / "readme_section.md").read_text()
     stamp = (out / "stage.json").stat().st_mtime_ns

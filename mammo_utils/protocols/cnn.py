@@ -102,7 +102,7 @@ def fit_until_memorised(x_train: torch.Tensor, y_train: np.ndarray, x_val: torch
 def fold_fit(items: pd.DataFrame, pixels: np.ndarray, role: pd.Series, settings: CnnSettings, seed: int) -> Fit:
     """Train on one fold's training items (``pixels`` in the items' order, (N, S, S))."""
     x = torch.from_numpy(np.array(pixels, dtype=np.float32))[:, None]
-    part = {r: (role == r).to_numpy() for r in (splits.TRAIN, splits.VAL, splits.TEST)}
+    part = {r: np.array(role == r) for r in (splits.TRAIN, splits.VAL, splits.TEST)}  # writable, for torch
     return fit_until_memorised(x[part[splits.TRAIN]], items["label"].to_numpy()[part[splits.TRAIN]],
                                x[part[splits.VAL]], x[part[splits.TEST]], settings, seed)
 

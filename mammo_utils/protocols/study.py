@@ -6,7 +6,8 @@ every arm, every seed and both label sets (the real labels, and labels permuted 
 
 - logistic regression on each backbone's frozen features (and, on patches, on each single statistic);
 - 1-nearest-neighbour on raw pixels and on each backbone's features (:mod:`.nearest`);
-- the memorising CNN on raw pixels (:mod:`.cnn`), on the film arms, one cross-validation.
+- the memorising CNN on raw pixels (:mod:`.cnn`), on the film arms, one cross-validation per seed for the first
+  ``protocols.cnn_seeds`` seeds (every item tested exactly once in each).
 
 It scores everything with patient-bootstrap intervals and writes ``protocols.json``, ``protocols.md``,
 ``protocols.csv``, ``predictions.csv.gz`` (every test prediction: ids, fold, score, threshold; no pixels),
@@ -101,15 +102,16 @@ def _cnn_groups(study: Study) -> list[list[Arm]]:
 
 
 def _cnn_runs(study: Study) -> list[dict]:
-    """The memorising CNN on the film arms: one cross-validation per training (seed 0's split and labels)."""
+    """The memorising CNN on the film arms: for each of the first ``cnn_seeds`` seeds, one cross-validation per
+    training on that seed's split and labels (every item tested exactly once)."""
     p = study.cfg.protocols
     settings = CnnSettings(p.cnn_width, p.cnn_fit_accuracy, p.cnn_max_epochs, p.cnn_batch_size, p.cnn_lr)
-    jobs = [(ls, g) for ls in p.label_sets for g in _cnn_groups(study)]
-    weights = [float(len(study.items_of(g[0]))) for _, g in jobs]
+    jobs = [(ls, s, g) for ls in p.label_sets for s in study.seeds[: p.cnn_seeds] for g in _cnn_groups(study)]
+    weights = [float(len(study.items_of(g[0]))) for _, _, g in jobs]
     progress = Progress("stage 06 (memorising CNN)", weights)
-    seed, runs = study.seeds[0], []
-    for j, (label_set, group) in enumerate(jobs):
-        progress.begin(j, f"{group[0].name}, {label_set} labels")
+    runs = []
+    for j, (label_set, seed, group) in enumerate(jobs):
+        progress.begin(j, f"{group[0].name}, {label_set} labels, seed {seed}")
         items = split_arm(group[0], _labelled(study, group[0], label_set, seed), study.n_folds, seed)
         pixels = study.pixels["films"][study.position["films"].get_indexer(items.item_id.astype(str))]
         for name, run in run_cnn(group, items, pixels, seed, study.n_folds, study.val_share, settings).items():

@@ -160,7 +160,8 @@ def markdown(s: dict) -> str:
              f"{items['lesion_sites']} lesion sites and {items['normal_sites']} normal sites, {items['patches']} "
              f"patches (all-negative floor {facts['all_negative_accuracy_patches']:.3f}). {s['n_folds']}-fold "
              f"cross-validation, {len(s['seeds'])} seeds (each deals the leaky splits and the random labels anew); "
-             "the memorising CNN runs one cross-validation (the first seed's split: every item tested exactly once), "
+             f"the memorising CNN runs one cross-validation per seed for the first {p['cnn_seeds']} (every item tested "
+             "exactly once in each), "
              f"on {items['pixels_px']} px pixels, until its training accuracy reaches {p['cnn_fit_accuracy']}.", ""]
     for family, metric, title in (("films", "accuracy", "Whole films: accuracy (mean over seeds)"),
                                   ("patches", "roc_auc", "Patches: ROC AUC (mean over seeds)")):
