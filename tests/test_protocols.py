@@ -413,7 +413,7 @@ def test_the_stage_writes_its_table_figures_and_strict_json(tiny_cfg):
     assert {"item_id", "fold", "score", "threshold", "labels"} <= set(predictions.columns)
     cnn_a2 = predictions.query("model == 'cnn' and arm == 'A2 K=2 offline'")
     assert cnn_a2.groupby("labels").item_id.agg(lambda ids: ids.is_unique and len(ids) == n_copies).all()
-    assert "CNN fitted in" in (out / "protocols.md").read_text()  # its epochs and steps, stated
+    assert "CNN trained" in (out / "protocols.md").read_text()  # its epochs and steps, stated
     assert "all-negative" in (out / "protocols.md").read_text() or "floor" in (out / "protocols.md").read_text()
     assert "| arm | leak |" in (out / "readme_section.md").read_text()
     stamp = (out / "stage.json").stat().st_mtime_ns
