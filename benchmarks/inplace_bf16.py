@@ -27,7 +27,7 @@ import torchvision
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 
-from mammo_utils.models import FEATURE_DIM, resnet50_backbone
+from mammo_utils.models import FEATURE_DIMS, make_backbone
 from mammo_utils.runs.devices import keep_freed_memory
 
 
@@ -71,7 +71,7 @@ def kernels() -> None:
 
 VARIANTS = {
     "torchvision": "torchvision's ResNet-50 (in-place ReLU, residual add and gradient sums)",
-    "project": "mammo_utils.runs.fast_cpu.use_fast_bf16_blocks(mammo_utils.models.resnet50_backbone())",
+    "project": "mammo_utils.runs.fast_cpu.use_fast_bf16_blocks(mammo_utils.models.make_backbone('resnet50'))",
     "no-fork": "project, but autograd's in-place gradient sum at each block input",
     "no-bits": "project, but PyTorch's bf16 ReLU kernels (out of place)",
 }
@@ -90,13 +90,13 @@ def _backbone(variant: str) -> torch.nn.Module:
         fast_cpu._Fork.apply = staticmethod(lambda x: (x, x))
     elif variant == "no-bits":
         fast_cpu._ReLUBf16.apply = staticmethod(torch.relu)
-    return fast_cpu.use_fast_bf16_blocks(resnet50_backbone())
+    return fast_cpu.use_fast_bf16_blocks(make_backbone("resnet50"))
 
 
 def step_rate(variant: str, size: int, batch: int, steps: int) -> float:
     """SimCLR step under bf16 autocast + channels_last with the backbone of ``variant``; pairs per second."""
     keep_freed_memory()
-    model = torch.nn.Sequential(_backbone(variant), SimCLRProjectionHead(FEATURE_DIM, 2048, 128))
+    model = torch.nn.Sequential(_backbone(variant), SimCLRProjectionHead(FEATURE_DIMS["resnet50"], 2048, 128))
     model = model.to(memory_format=torch.channels_last)
     criterion = NTXentLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9)

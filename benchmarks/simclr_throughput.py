@@ -36,12 +36,25 @@ from lightly.models.modules import SimCLRProjectionHead
 from torch.utils.data import DataLoader, Dataset
 
 from mammo_utils.config import load_config
-from mammo_utils.models import FEATURE_DIM
+from mammo_utils.models import FEATURE_DIMS
 from mammo_utils.prepare.stage import run_prepare
 from mammo_utils.pretrain.methods.simclr import SimCLRModule
-from mammo_utils.pretrain.stage import dataloaders, pretraining_images
+from mammo_utils.pretrain.stage import pretraining_images, regions_loader
 from mammo_utils.runs.devices import cpu_speedups, placement
 from mammo_utils.runs.trainer import FastBf16Blocks
+
+
+class RandomRegions(Dataset):
+    """Ready-made regions (the project makes the two views of a batch on the device, inside the step)."""
+
+    def __init__(self, n: int, size: int) -> None:
+        self.x = torch.rand(n, 1, size, size)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], -1
 
 
 class RandomPairs(Dataset):
@@ -66,7 +79,7 @@ def plain_loop(size: int, batch: int, steps: int, warmup: int, device: str) -> f
     resnet = torchvision.models.resnet50()
     resnet.conv1 = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
     backbone = torch.nn.Sequential(*list(resnet.children())[:-1], torch.nn.Flatten()).to(device)
-    head = SimCLRProjectionHead(FEATURE_DIM, 2048, 128).to(device)
+    head = SimCLRProjectionHead(FEATURE_DIMS["resnet50"], 2048, 128).to(device)
     criterion = NTXentLoss()
     params = list(backbone.parameters()) + list(head.parameters())
     optimizer = torch.optim.SGD(params, lr=0.06)
@@ -110,31 +123,33 @@ def project_path(cfg, size: int, batch: int, steps: int, warmup: int) -> float:
     cfg = replace(cfg, image_size_px=size)
     cpu_speedups(cfg)
     where = placement(cfg)
-    module = SimCLRModule(channels_last=where.channels_last, batch_size=batch, optimizer="sgd", lr=0.06)
+    module = SimCLRModule(**{**SimCLRModule.settings(cfg), "backbone": "resnet50", "crop_size_px": size,
+                             "batch_size": batch, "optimizer": "sgd", "lr": 0.06, "warmup_steps": 0})
     timer = _Timer(warmup)
     trainer = pl.Trainer(max_epochs=1, accelerator=where.accelerator, devices=1, precision=where.precision,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0,
                          callbacks=[timer, *([FastBf16Blocks()] if where.bf16_on_cpu else [])])
-    loader = DataLoader(RandomPairs(batch * (steps + warmup), size), batch_size=batch)
+    loader = DataLoader(RandomRegions(batch * (steps + warmup), size), batch_size=batch)
     trainer.fit(module, loader)
     return batch * timer.steps / (timer.end - timer.start)
 
 
 def loader_rate(cfg, size: int, batch: int, batches: int) -> float:
-    """Image pairs per second the project's real pretraining loader delivers (cache → two views)."""
-    cfg = replace(cfg, image_size_px=size, pretrain=replace(cfg.pretrain, batch_size=batch))
+    """Regions per second the project's real pretraining loader delivers (films in memory → random regions of
+    the breast; the views are made later, on the device)."""
+    cfg = replace(cfg, pretrain=replace(cfg.pretrain, batch_size=batch))
     index = pd.read_csv(run_prepare(cfg) / "preprocessed.csv", keep_default_na=False)
-    train_loader, _ = dataloaders(cfg, *pretraining_images(index))
+    train_loader = regions_loader(cfg, pretraining_images(index)[0])
     it = iter(train_loader)
     next(it)
     start, n = time.perf_counter(), 0
     for _ in range(batches):
         try:
-            (x0, _), _ = next(it)
+            x0, _ = next(it)
         except StopIteration:
             it = iter(train_loader)
-            (x0, _), _ = next(it)
+            x0, _ = next(it)
         n += len(x0)
     return n / (time.perf_counter() - start)
 

@@ -31,14 +31,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", help="MIAS only: archive path or URL to download, verify and extract")
     p.add_argument("--keep-going", action="store_true", help="skip unreadable images (each one is listed)")
     p.add_argument("--force", action="store_true", help="rebuild the manifest and figures (cached images are kept)")
-    p = add("pretrain", "stage 02: SimCLR pretraining")
+    p = add("pretrain", "stage 02: self-supervised pretraining (SimCLR) on regions of the breast")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--force", action="store_true", help="train again even if a finished run exists")
-    p = add("finetune", "stage 03: fine-tuning from each initialisation, then the label-efficiency sweep")
+    p = add("finetune", "stage 03: whole-film classifiers from each initialisation, then the crop task")
     p.add_argument("--force", action="store_true")
     p.add_argument("--inits", help="comma-separated: simclr,random,imagenet (finetune.inits)")
-    p.add_argument("--protocols", help="sweep protocols, comma-separated: linear,full; '' turns the sweep off")
-    p.add_argument("--label-fractions", help="sweep fractions of labelled patients, e.g. 0.1,0.25,0.5,1.0")
+    p.add_argument("--classifiers", help="the crop task's classifiers, comma-separated: linear,full; '' skips it")
+    p.add_argument("--label-fractions", help="the crop task's fractions of labelled women, e.g. 0.05,0.1,0.25,1.0")
     p.add_argument("--cv", action="store_true", help="also cross-validate by patient (split.n_folds folds)")
     p = add("evaluate", "stage 04: metrics with CIs, figures, report")
     p.add_argument("--force", action="store_true")
@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     p = add("gradcam", "stage 05: Grad-CAM and localization scores", aliases=["explain"])
     p.add_argument("--force", action="store_true")
     add("reproduce", "run the five notebooks in order with papermill, then print the results table")
+    p = add("budget", "the budget curve: the crop task's probe after 0, 250, 500, 1000, 2000 ... pretraining steps")
+    p.add_argument("--steps", default="0,250,500,1000,2000", help="comma-separated pretraining steps to read")
     p = add("protocols", "stage 06: what each split protocol does to the number (A0 honest ... A5 leaks combined)")
     p.add_argument("--force", action="store_true", help="run the study again (cached features and backbones are kept)")
     p = add("publish", "copy a finished run's report.md and downscaled figures into docs/results/ (committable)")
@@ -57,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _stage_overrides(args: argparse.Namespace) -> list[str]:
     """The finetune / evaluate options as ``SECTION.NAME=VALUE`` overrides (one way to set anything)."""
-    pairs = {"inits": "finetune.inits", "protocols": "finetune.protocols",
+    pairs = {"inits": "finetune.inits", "classifiers": "finetune.classifiers",
              "label_fractions": "finetune.label_fractions", "resamples": "evaluate.bootstrap_resamples"}
     out = [f"{key}={getattr(args, name)}" for name, key in pairs.items() if getattr(args, name, None) is not None]
     if getattr(args, "cv", False):
@@ -99,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             from mammo_utils.gradcam.stage import run_gradcam
 
             out = run_gradcam(cfg, force=args.force)
+        elif args.command == "budget":
+            from mammo_utils.finetune.budget import run_budget
+
+            out = run_budget(cfg, tuple(int(s) for s in args.steps.split(",") if s.strip()))
         elif args.command == "protocols":
             from mammo_utils.protocols.study import run_protocols
 

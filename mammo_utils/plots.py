@@ -47,7 +47,7 @@ def save_figure(fig: Figure, path: Path, dpi: int = DPI) -> Path:
 
 
 # The colour of each initialisation in every figure; a name not listed here (a new method) gets one of the rest.
-INIT_COLOURS = ("simclr", "moco", "random", "imagenet", "pixels", "statistics")
+INIT_COLOURS = ("simclr", "moco", "random", "imagenet", "pixels", "mean_sd", "mean", "sd")
 
 
 def init_color(init: str):

@@ -252,11 +252,11 @@ def localization_table(loc: dict) -> str:
 
     chance = loc.get("chance_level") or {}
     lines = [f"Test images with a located lesion: {loc.get('n_with_lesion', 0)}; chance level (lesion area / breast "
-             f"area): {ci(chance)}.", "", "| model | CAM | pointing game | energy inside lesion | ROAD |",
-             "|---|---|---|---|---|"]
+             f"area): {ci(chance)}. A flat map points nowhere: it is left out of both scores and counted.", "",
+             "| model | CAM | pointing game | energy inside lesion | flat maps | ROAD |", "|---|---|---|---|---|---|"]
     for init, entry in (loc.get("inits") or {}).items():
         for method, m in (entry.get("methods") or {}).items():
             road = (m.get("road") or {}).get("mean")
             lines.append(f"| {init} | {method} | {ci(m.get('pointing_game'))} | {ci(m.get('energy_inside'))} | "
-                         f"{'n/a' if road is None else f'{road:.3f}'} |")
+                         f"{m.get('n_flat', 'n/a')} | {'n/a' if road is None else f'{road:.3f}'} |")
     return "\n".join(lines)

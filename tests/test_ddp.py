@@ -208,9 +208,12 @@ def test_ddp_pretraining_ends_with_the_same_weights_on_both_processes(ddp_run):
     # and ends away from where it started: the processes trained, together.
     for name, value in ranks[0]["parameters"].items():
         assert torch.isfinite(value).all() and torch.equal(value, ranks[1]["parameters"][name]), name
-    saved = load_backbone(ddp_run.out / "backbone.pt").state_dict()
+    saved_model = load_backbone(ddp_run.out / "backbone.pt")
+    saved = saved_model.state_dict()
     trained = {k.removeprefix("backbone."): v for k, v in ranks[0]["parameters"].items() if k.startswith("backbone.")}
-    assert len(trained) > 100 and all(torch.equal(saved[k], v) for k, v in trained.items())
+    # Every weight of the backbone came back from the processes, and the saved backbone holds exactly those.
+    assert set(trained) == {k for k, _ in saved_model.named_parameters()}
+    assert all(torch.equal(saved[k], v) for k, v in trained.items())
     torch.manual_seed(ddp_run.cfg.seed)
     assert not torch.equal(trained["conv1.weight"], make_backbone(ddp_run.cfg.backbone).state_dict()["conv1.weight"])
     history = pd.read_csv(ddp_run.out / "history.csv")

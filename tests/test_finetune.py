@@ -122,7 +122,7 @@ def test_the_crop_task_runs_every_classifier_fraction_and_draw_on_nested_women(t
             assert sorted(part.index) == sorted(truth.index) and (part.label == truth.label.loc[part.index]).all()
     assert pred.probability.between(0, 1).all()
     # The labelled women are nested (a draw's 50% among all of them) and only the training women's.
-    from mammo_utils.finetune.crops import labelled_women
+    from mammo_utils.prepare.crops import labelled_women
 
     train = (crops.split == "train").to_numpy()
     half = labelled_women(crops, train, 0.5, 0)

@@ -76,19 +76,25 @@ def _fake_metrics(cfg, thresholds: dict[str, float]) -> None:
         "models": models, "tasks": {cfg.task: {"models": models}}, **provenance(cfg)})
 
 
-def _recomputed_scores(cfg, init: str, method: str) -> tuple[float, float]:
-    """Pointing game and energy inside, computed here from the saved classifier and the lesion masks."""
+def _recomputed_scores(cfg, init: str, method: str) -> tuple[float, float, int]:
+    """Pointing game (on the feature grid), energy inside (on the upsampled maps) and the number of flat maps,
+    computed here from the saved classifier and the lesion masks."""
     table = pd.read_csv(paths.require(cfg, "prepare", "preprocessed.csv"), keep_default_na=False)
     table = table[(table["split"] == "test") & (table["lesion_path"] != "")].sort_values("image_id")
     x = torch.from_numpy(np.stack([np.load(p).astype(np.float32) for p in table["array_path"]])[:, None])
     masks = [np.load(p) for p in table["lesion_path"]]
     model, _ = load_classifier(paths.stage_dir(cfg, "finetune", create=False) / init / "model.pt")
+    grids = compute_cams(model, x, method, batch_size=1, device="cpu", on_grid=True)
     maps = compute_cams(model, x, method, batch_size=1, device="cpu")
-    hits = [pointing_game(m, les) for m, les in zip(maps, masks, strict=True)]
-    energy = [energy_inside(m, les) for m, les in zip(maps, masks, strict=True)]
-    energy = np.array(energy)
-    # A map that is zero everywhere (Grad-CAM of an untrained net, often) has no energy: NaN, left out.
-    return float(np.mean(hits)), float(energy[np.isfinite(energy)].mean()) if np.isfinite(energy).any() else np.nan
+    hits = np.array([pointing_game(g, les) for g, les in zip(grids, masks, strict=True)])
+    energy = np.array([energy_inside(m, les) for m, les in zip(maps, masks, strict=True)])
+    # A map that is zero everywhere (Grad-CAM of an untrained net, often) points nowhere and has no energy: NaN in
+    # both, left out of both.
+    assert np.array_equal(np.isnan(hits), np.isnan(energy))
+    flat = int(np.isnan(hits).sum())
+    if flat == len(hits):
+        return np.nan, np.nan, flat
+    return float(np.nanmean(hits)), float(np.nanmean(energy)), flat
 
 
 def _png(path) -> Image.Image:
@@ -117,25 +123,30 @@ def test_run_gradcam_scores_match_an_independent_recomputation(tmp_path):
         methods = result["inits"][init]["methods"]
         assert set(methods) == set(cfg.gradcam.cams)  # the JSON is written with sorted keys
         for method, entry in methods.items():
-            hit_rate, energy = _recomputed_scores(cfg, init, method)
+            hit_rate, energy, flat = _recomputed_scores(cfg, init, method)
             pg = entry["pointing_game"]
-            assert pg["estimate"] == pytest.approx(hit_rate, abs=1e-12), (init, method)
-            got = entry["energy_inside"]["estimate"]  # null in JSON when no map had energy
+            got = pg["estimate"]  # null in JSON when every map was flat
+            assert (np.nan if got is None else got) == pytest.approx(hit_rate, abs=1e-12, nan_ok=True), (init, method)
+            got = entry["energy_inside"]["estimate"]
             assert (np.nan if got is None else got) == pytest.approx(energy, rel=1e-4, nan_ok=True), (init, method)
-            assert pg["ci_low"] <= pg["estimate"] <= pg["ci_high"]
-            assert entry["n"] == 4 and pg["n_patients"] == 2
-            assert entry["chance_level"] == pytest.approx(LESION_PX / SIZE**2)
+            assert entry["n"] == 4 and entry["n_flat"] == flat and pg["n"] == 4 - flat
+            if flat < 4:
+                assert pg["ci_low"] <= pg["estimate"] <= pg["ci_high"]
+            if flat < 4:  # the chance of the images scored (null in JSON when none was)
+                assert entry["chance_level"] == pytest.approx(LESION_PX / SIZE**2)
             road = entry["road"]["per_image"]
             assert len(road) == road_n and np.isfinite(road).all()
             assert entry["road"]["mean"] == pytest.approx(np.mean(road))
     estimates = [m["pointing_game"]["estimate"] for e in result["inits"].values() for m in e["methods"].values()]
-    assert max(estimates) > 0  # the recomputation above compared some hits, not only misses
+    assert max(e for e in estimates if e is not None) > 0  # the recomputation above compared some hits
     comparison = result["comparison"]
     assert (comparison["a"], comparison["b"]) == ("simclr", "random")
     for method in cfg.gradcam.cams:
-        difference = comparison["methods"][method]["pointing_game_difference"]["estimate"]
-        a, b = (result["inits"][i]["methods"][method]["pointing_game"]["estimate"] for i in INITS)
-        assert difference == pytest.approx(a - b)  # paired on the same images
+        difference = comparison["methods"][method]["pointing_game_difference"]
+        a, b = (result["inits"][i]["methods"][method] for i in INITS)
+        if a["n_flat"] == b["n_flat"] == 0:
+            assert difference["estimate"] == pytest.approx(a["pointing_game"]["estimate"] - b["pointing_game"]["estimate"])
+        assert difference["n"] <= min(a["pointing_game"]["n"], b["pointing_game"]["n"])  # paired on the same images
 
     n_methods = len(cfg.gradcam.cams)
     for init in INITS:
@@ -153,6 +164,10 @@ def test_run_gradcam_scores_match_an_independent_recomputation(tmp_path):
     before = (out / "localization.json").stat().st_mtime_ns
     assert gradcam_stage.run_gradcam(cfg) == out  # up to date: nothing is recomputed
     assert (out / "localization.json").stat().st_mtime_ns == before
+    assert gradcam_stage._scored_as_now(cfg)
+    older = {**result, "settings": {**result["settings"], "pointing_game": "the maximum of the upsampled map"}}
+    atomic_write_json(out / "localization.json", older)  # what an earlier version of the stage wrote
+    assert not gradcam_stage._scored_as_now(cfg)  # so the next run computes it again, whatever its key says
 
 
 def test_run_gradcam_runs_the_methods_of_the_setting(tmp_path):

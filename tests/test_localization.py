@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mammo_utils.gradcam import road
+from mammo_utils.gradcam import cams, road
 from mammo_utils.gradcam import scores as localization
 from mammo_utils.gradcam.cams import CAM_METHODS, compute_cams, positive_class_targets
 from mammo_utils.models import Classifier
@@ -38,9 +38,55 @@ def test_pointing_game_on_constructed_maps():
     inside[3, 3] = 1.0
     outside = np.zeros((10, 10))
     outside[8, 8] = 1.0
-    assert localization.pointing_game(inside, mask) is True
-    assert localization.pointing_game(outside, mask) is False
-    assert localization.pointing_game(np.ones((10, 10)), mask) is False  # a flat map points nowhere
+    assert localization.pointing_game(inside, mask) == 1.0
+    assert localization.pointing_game(outside, mask) == 0.0
+    tied = np.zeros((10, 10))
+    tied[3, 3] = tied[8, 8] = 1.0
+    assert localization.pointing_game(tied, mask) == 1.0  # the first maximum in row-major order counts
+
+
+@pytest.mark.parametrize("flat", [np.ones((4, 4)), np.zeros((4, 4)), np.full((4, 4), np.nan)])
+def test_a_flat_map_points_nowhere_and_is_left_out(flat):
+    lesion = np.zeros((128, 128), dtype=bool)
+    lesion[40:90, 40:90] = True
+    assert np.isnan(localization.pointing_game(flat, lesion))  # neither a hit nor a miss
+    ci = localization.patient_bootstrap_ci(np.array([1.0, localization.pointing_game(flat, lesion), 0.0]),
+                                           ["a", "b", "c"], n_resamples=50)
+    assert ci["n"] == 2 and ci["estimate"] == pytest.approx(0.5)  # the average leaves it out
+
+
+def _edge_cell_case(row: int, col: int, grid: int = 4, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """A feature-grid map whose hottest cell is (row, col), and an 8 px lesion around that cell's centre."""
+    cam = np.full((grid, grid), 0.2, dtype=np.float32)
+    cam[row, col] = 1.0
+    cell = size // grid
+    lesion = np.zeros((size, size), dtype=bool)
+    lesion[row * cell + cell // 2 - 4 : row * cell + cell // 2 + 4, col * cell + cell // 2 - 4 : col * cell + cell // 2 + 4] = True
+    return cam, lesion
+
+
+@pytest.mark.parametrize(("row", "col"), [(0, 0), (0, 1), (2, 0), (1, 2), (3, 3)])
+def test_a_map_pointing_at_a_lesion_in_any_cell_hits(row, col):
+    """The top row and the left column included: bilinear upsampling turns a peak there into a plateau reaching
+    the image border, and the maximum of the upsampled map lands on the border, outside any lesion."""
+    cam, lesion = _edge_cell_case(row, col)
+    assert localization.pointing_game(cam, lesion) == 1.0
+    x, y = cams.cam_peak(cam, lesion.shape)
+    assert (x, y) == (32 * col + 16, 32 * row + 16)  # the centre of the hottest cell
+    upsampled = cams.upsample_cams(cam[None], lesion.shape)[0]
+    x_up, y_up = cams.cam_peak(upsampled)
+    assert (x_up == 0 or y_up == 0) == (row == 0 or col == 0)  # the artefact the grid rule avoids
+
+
+def test_maps_on_the_feature_grid_upsample_to_the_librarys_maps():
+    """compute_cams(on_grid=True) keeps the map pytorch-grad-cam upsamples: upsampling it gives the same maps."""
+    torch.manual_seed(0)
+    model = Classifier().eval()
+    x = torch.rand(2, 1, 128, 128)
+    for method in CAM_METHODS:
+        grid = compute_cams(model, x, method, on_grid=True)
+        assert grid.shape == (2, 4, 4)
+        np.testing.assert_allclose(cams.upsample_cams(grid, (128, 128)), compute_cams(model, x, method), atol=1e-6)
 
 
 def test_energy_inside_and_chance_on_constructed_maps():

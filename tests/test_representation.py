@@ -18,6 +18,7 @@ from mammo_utils.pretrain.analysis import (
     uniformity,
     view_features,
 )
+from mammo_utils.sections import ViewsConfig
 
 
 @pytest.fixture
@@ -79,15 +80,11 @@ def test_nt_xent_is_the_mean_negative_log_probability_of_each_view_s_partner(pai
 
 
 def test_two_views_are_the_same_for_a_seed_and_leave_the_global_random_state_alone():
-    images = torch.rand(3, 1, 20, 20)
-
-    def jitter(x):
-        return [x + torch.rand(()), x - torch.rand(())]
-
+    regions = torch.rand(3, 1, 30, 30)
     before = torch.random.get_rng_state()
-    a0, a1 = two_views(images, jitter, seed=4)
-    b0, _ = two_views(images, jitter, seed=4)
-    c0, _ = two_views(images, jitter, seed=5)
+    a0, a1 = two_views(regions, 20, ViewsConfig(), seed=4)
+    b0, _ = two_views(regions, 20, ViewsConfig(), seed=4)
+    c0, _ = two_views(regions, 20, ViewsConfig(), seed=5)
     assert torch.equal(torch.random.get_rng_state(), before)
     assert a0.shape == a1.shape == (3, 1, 20, 20)
     assert torch.equal(a0, b0) and not torch.equal(a0, c0) and not torch.equal(a0, a1)

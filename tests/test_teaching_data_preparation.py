@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 
 from mammo_utils.course import prepare as checks
 from mammo_utils.course.solutions import prepare as solutions
@@ -29,12 +30,21 @@ def test_the_solution_passes_and_the_stub_is_not_yet(name, capsys):
     assert _said(capsys).startswith("NOT YET")
 
 
-def test_a_plain_global_threshold_is_enough_for_the_breast_mask_and_is_told_about_the_marker(capsys):
-    assert checks.check_breast_mask(lambda pixels: pixels > 0.1)
-    assert "keeps the bright side marker" in _said(capsys)
+def _largest_region(mask: np.ndarray) -> np.ndarray:
+    regions, n = ndimage.label(mask)
+    return regions == 1 + np.argmax(np.bincount(regions.ravel())[1:]) if n else mask
+
+
+def test_one_threshold_and_the_largest_region_is_enough_for_the_breast_mask(capsys):
+    assert checks.check_breast_mask(lambda pixels: _largest_region(pixels > 0.1))
+    assert "marker left out" in _said(capsys)
 
 
 @pytest.mark.parametrize("wrong, says", [
+    (lambda pixels: pixels > 0.1, "keeps the bright side marker"),  # the threshold alone
+    (lambda pixels: pixels > pixels.mean(), "keeps the bright side marker"),
+    (lambda pixels: _largest_region(pixels > pixels.mean()), "mean or median"),  # fails once the breast fills the frame
+    (lambda pixels: _largest_region(pixels > np.median(pixels)), "mean or median"),
     (lambda pixels: pixels > 0.5, "IoU"),  # mid-grey cuts away the fatty edge of the breast
     (lambda pixels: pixels < 0.1, "IoU"),  # dark = breast: the inverted mask
     (lambda pixels: np.ones_like(pixels, dtype=bool), "covers 100%"),
@@ -44,7 +54,16 @@ def test_a_plain_global_threshold_is_enough_for_the_breast_mask_and_is_told_abou
 def test_typical_wrong_breast_masks_fail_with_a_hint(wrong, says, capsys):
     assert checks.check_breast_mask(wrong) is False
     line = _said(capsys)
-    assert line.startswith("FAIL") and says in line and "Hint:" in line
+    assert line.startswith("FAIL") and says in line and "Hint:" in line, line
+
+
+def test_the_breast_mask_hint_gives_the_steps_only_at_the_second_wrong_try(capsys):
+    assert not checks.check_breast_mask(lambda pixels: pixels > 0.1)
+    first = _said(capsys)
+    assert "Hint:" in first and "Steps:" not in first and "0.1" not in first.split("Hint:")[1]
+    assert not checks.check_breast_mask(lambda pixels: pixels > pixels.mean())
+    second = _said(capsys)
+    assert "Steps:" in second and "scipy.ndimage.label" in second
 
 
 @pytest.mark.parametrize("wrong", [

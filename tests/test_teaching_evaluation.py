@@ -98,9 +98,17 @@ def _no_one_class_case(y, p):
     return solutions.my_youden_threshold(y, p)
 
 
+def _midpoint(y, p):
+    """Youden's threshold moved halfway down to the next lower score: the same decisions, not a score."""
+    t = solutions.my_youden_threshold(y, p)
+    lower = np.unique(p)[np.unique(p) < t]
+    return (t + lower.max()) / 2 if len(np.unique(y)) == 2 and len(lower) else t
+
+
 @pytest.mark.parametrize(("wrong", "diagnosis"), [
     (_best_accuracy, "maximises ACCURACY"),
     (_lowest_on_a_tie, "keep the highest threshold"),
+    (_midpoint, "return the validation score itself"),
     (_no_one_class_case, "return 0.5"),
 ])
 def test_youden_threshold_names_the_typical_slips(capsys, wrong, diagnosis):
@@ -150,8 +158,46 @@ def _unseeded(df, metric, n_resamples=1000, seed=0):
     return solutions.my_patient_bootstrap_ci(df, metric, n_resamples, int(np.random.default_rng().integers(1e9)))
 
 
+def _one_film_per_woman(df, metric, n_resamples=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    rows_of = list(df.groupby("patient_id").indices.values())
+    values = [metric(df.iloc[[rng.choice(rows_of[k]) for k in rng.integers(0, len(rows_of), len(rows_of))]])
+              for _ in range(n_resamples)]
+    return tuple(np.nanquantile(values, [0.025, 0.975]))
+
+
+def _duplicates_dropped(df, metric, n_resamples=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    rows_of = list(df.groupby("patient_id").indices.values())
+    values = [metric(df.iloc[np.concatenate([rows_of[k] for k in np.unique(rng.integers(0, len(rows_of),
+                                                                                           len(rows_of)))])])
+              for _ in range(n_resamples)]
+    return tuple(np.nanquantile(values, [0.025, 0.975]))
+
+
+def _half_the_women(df, metric, n_resamples=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    rows_of = list(df.groupby("patient_id").indices.values())
+    values = [metric(df.iloc[np.concatenate([rows_of[k] for k in rng.choice(len(rows_of), len(rows_of) // 2,
+                                                                            replace=False)])])
+              for _ in range(n_resamples)]
+    return tuple(np.nanquantile(values, [0.025, 0.975]))
+
+
+def _ninety_percent(df, metric, n_resamples=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    rows_of = list(df.groupby("patient_id").indices.values())
+    values = [metric(df.iloc[np.concatenate([rows_of[k] for k in rng.integers(0, len(rows_of), len(rows_of))])])
+              for _ in range(n_resamples)]
+    return tuple(np.nanquantile(values, [0.05, 0.95]))
+
+
 @pytest.mark.parametrize(("wrong", "diagnosis"), [
-    (_by_image, "as narrow as resampling IMAGES"),
+    (_by_image, "brings ALL her films"),
+    (_one_film_per_woman, "brings ALL her films"),  # the women are drawn, but one film each
+    (_duplicates_dropped, "keep the repeated draws"),
+    (_half_the_women, "keep the repeated draws"),  # 20 of 40 women, without replacement
+    (_ninety_percent, "cuts 2.5% from each end"),
     (_without_replacement, "WITH replacement"),
     (lambda df, metric, n, seed: solutions.my_patient_bootstrap_ci(df, metric, n, seed)[::-1], "low end first"),
     (_unseeded, "same seed"),

@@ -146,6 +146,18 @@ def test_unstratified_or_by_image_subsets_fail(capsys):
 
 # 3.5 the ablation -----------------------------------------------------------------------------------------------------
 
+_TINY = ["synthetic.n_patients=12", "synthetic.size_px=96", "image_size_px=32", "pretrain.batch_size=8",
+         "finetune.batch_size=8", "evaluate.bootstrap_resamples=50"]  # the settings of the tiny_cfg fixture
+
+
+def _variant(tiny_cfg, *overrides: str):
+    """A variant of the tiny_cfg fixture's run, named lf0.25, with ``overrides`` on top of its settings."""
+    from mammo_utils.config import load_config
+
+    return load_config("smoke", "synthetic", data_dir=tiny_cfg.data_dir, runs_dir=tiny_cfg.runs_dir,
+                       variant="lf0.25", overrides=[*_TINY, *overrides], precision="32-true")
+
+
 def _write_runs(cfg, fraction: float, auc: float) -> None:
     from mammo_utils.runs.paths import stage_dir
 
@@ -156,10 +168,7 @@ def _write_runs(cfg, fraction: float, auc: float) -> None:
 
 
 def test_ablation_says_not_yet_until_the_variant_ran_then_compares(tiny_cfg, capsys):
-    from mammo_utils.config import load_config
-
-    variant = load_config("smoke", "synthetic", data_dir=tiny_cfg.data_dir, runs_dir=tiny_cfg.runs_dir,
-                          variant="lf0.25", overrides=["finetune.label_fraction=0.25"])
+    variant = _variant(tiny_cfg, "finetune.label_fraction=0.25")
     assert not checks.check_label_fraction_ablation(True, tiny_cfg, variant)
     assert _said(capsys).startswith("NOT YET (3.5")
     _write_runs(tiny_cfg, 1.0, 0.8)
@@ -175,15 +184,40 @@ def test_ablation_says_not_yet_until_the_variant_ran_then_compares(tiny_cfg, cap
 
 
 def test_ablation_without_a_smaller_fraction_fails(tiny_cfg, capsys):
-    from mammo_utils.config import load_config
-
-    same = load_config("smoke", "synthetic", data_dir=tiny_cfg.data_dir, runs_dir=tiny_cfg.runs_dir,
-                       variant="lf0.25")  # the override forgotten
+    same = _variant(tiny_cfg)  # the override forgotten
     _write_runs(tiny_cfg, 1.0, 0.8)
     _write_runs(same, 1.0, 0.8)
     assert not checks.check_label_fraction_ablation(True, tiny_cfg, same)
     said = _said(capsys)
     assert said.startswith("FAIL (3.5") and "finetune.label_fraction=0.25" in said
+
+
+@pytest.mark.parametrize(("overrides", "says"), [
+    (["finetune.epochs=2"], "changes finetune.label_fraction"),  # named lf0.25, but fewer epochs instead
+    (["finetune.label_fraction=0.25", "finetune.epochs=2"], "also finetune.epochs"),  # labels and compute together
+    (["finetune.label_fraction=0.25", "finetune.lr=0.01"], "also finetune.lr"),
+    (["finetune.label_fraction=0.25", "finetune.inits=imagenet,random"], "cannot say which one"),
+])
+def test_an_ablation_that_changes_something_else_fails(tiny_cfg, capsys, overrides, says):
+    """Whatever ran: the variant must differ from the first run in the label fraction, and only in it (the
+    settings that turn off the sweep, the cross-validation and the other tasks aside)."""
+    wrong = _variant(tiny_cfg, *overrides)
+    _write_runs(tiny_cfg, 1.0, 0.8)
+    _write_runs(wrong, wrong.finetune.label_fraction, 0.7)
+    assert not checks.check_label_fraction_ablation(True, tiny_cfg, wrong)
+    said = _said(capsys)
+    assert said.startswith("FAIL (3.5") and says in said, said
+
+
+def test_the_notebooks_variant_passes(tiny_cfg, capsys):
+    """The variant as notebook 03's cell builds it: the fraction, and the settings that leave only the headline
+    runs to train."""
+    variant = _variant(tiny_cfg, "finetune.label_fraction=0.25", "finetune.classifiers=", "finetune.cv=false",
+                       "finetune.tasks=")
+    _write_runs(tiny_cfg, 1.0, 0.8)
+    _write_runs(variant, 0.25, 0.7)
+    assert checks.check_label_fraction_ablation(True, tiny_cfg, variant)
+    assert "finetune.label_fraction: 1.0 -> 0.25" in _said(capsys)
 
 
 def test_the_variant_shares_the_first_runs_data_and_backbone(tiny_cfg):

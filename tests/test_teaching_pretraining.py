@@ -143,8 +143,11 @@ def test_knn_monitor(capsys):
 def _fake_run(cfg, loss: list[float], knn: list[float]) -> None:
     """What run_pretrain leaves behind, as far as the ablation check reads it."""
     out = stage_dir(cfg, "pretrain")
-    pd.DataFrame({"epoch": range(len(loss)), "train_loss_epoch": loss, "val_knn_acc": knn,
-                  "knn_chance": 0.5}).to_csv(out / "history.csv", index=False)
+    # read_history's columns: row 0 is the untrained network (a kNN value, no loss yet)
+    pd.DataFrame({"epoch": range(len(loss) + 1), "step": [10 * e for e in range(len(loss) + 1)],
+                  "loss": [None, *loss], "loss_constant_output": [None] + [5.5] * len(loss),
+                  "pretext_top1": [None] + [0.1] * len(loss), "knn": [0.5, *knn]}).to_csv(out / "history.csv",
+                                                                                          index=False)
     (out / "stage.json").write_text(json.dumps({"key": stage_key(cfg, "pretrain", SECTIONS),
                                                 "config": cfg.to_dict()}))
 
@@ -153,7 +156,7 @@ def test_ablation(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MAMMO_OVERRIDES", raising=False)
     cfg = load_config("smoke", "synthetic", runs_dir=str(tmp_path))
     moco = load_config("smoke", "synthetic", runs_dir=str(tmp_path), variant="moco",
-                       overrides=["pretrain.method=moco"])
+                       overrides=["pretrain.method=moco", "finetune.cv=false"])  # as notebook 02's cell builds it
     assert not check_ablation(False, cfg, moco)
     assert _line(capsys).startswith("NOT YET (2.5 Ablation)")
     assert not check_ablation(True, cfg, moco)
@@ -165,13 +168,29 @@ def test_ablation(tmp_path, capsys, monkeypatch):
     assert check_ablation(solutions.RUN_ABLATION, cfg, moco)
     out = _line(capsys)
     assert out.startswith("PASS (2.5") and "pretrain.method: simclr -> moco" in out and "0.600 (moco)" in out
-    same = load_config("smoke", "synthetic", runs_dir=str(tmp_path), variant="moco")
-    assert not check_ablation(True, cfg, same)
-    assert "same pretraining and augmentation settings" in _line(capsys)
-    tau = load_config("smoke", "synthetic", runs_dir=str(tmp_path), variant="moco",
-                      overrides=["pretrain.method=moco", "pretrain.temperature=0.5"])
-    assert not check_ablation(True, cfg, tau)  # the folder holds the run of other settings
+    other = load_config("smoke", "synthetic", runs_dir=str(tmp_path), overrides=["pretrain.epochs=9"])
+    _fake_run(other, [3.4, 3.2], [0.5, 0.5])  # the first run's folder now holds a run of other settings
+    assert not check_ablation(True, cfg, moco)
     assert "run it again" in _line(capsys)
+
+
+@pytest.mark.parametrize(("overrides", "says"), [
+    ([], "your variant changes nothing"),  # the override forgotten
+    (["pretrain.epochs=3"], "changes pretrain.method"),  # named "moco", but another setting changed instead
+    (["pretrain.method=moco", "pretrain.temperature=0.5"], "also pretrain.temperature"),  # two changes at once
+    (["pretrain.method=moco", "pretrain.batch_size=6"], "also pretrain.batch_size"),
+    (["pretrain.method=moco", "augment.blur_prob=0.0"], "cannot say which one"),
+])
+def test_an_ablation_that_changes_something_else_fails(tmp_path, capsys, monkeypatch, overrides, says):
+    """Whatever ran: the variant must differ from the first run in the method, and only in it."""
+    monkeypatch.delenv("MAMMO_OVERRIDES", raising=False)
+    cfg = load_config("smoke", "synthetic", runs_dir=str(tmp_path))
+    wrong = load_config("smoke", "synthetic", runs_dir=str(tmp_path), variant="moco", overrides=overrides)
+    _fake_run(cfg, [3.4, 3.1], [0.5, 0.55])
+    _fake_run(wrong, [4.8, 4.5], [0.5, 0.6])
+    assert not check_ablation(True, cfg, wrong)
+    out = _line(capsys)
+    assert out.startswith("FAIL (2.5") and says in out, out
 
 
 def test_the_notebook_s_exercise_cells_have_a_solution_each():

@@ -11,10 +11,15 @@ notebook with the solutions filled in.
 
 A check function is written as a plain function that asserts, decorated with :func:`check`::
 
-    @check("2.1 NT-Xent", hint="Normalise the embeddings first; the positive of view i is view i + N.")
+    @check("2.1 NT-Xent", hint="Each view's positive is the other view of its image; every other view of the "
+           "batch is a negative.", recipe="Normalise z0 and z1, stack them, ...")
     def check_nt_xent(fn):
         assert torch.allclose(fn(z0, z1, 0.5), NTXentLoss(0.5)(z0, z1)), "your loss differs from lightly's"
         return "matches lightly's NTXentLoss on random batches"
+
+Hints come in two stages: a wrong answer first gets the ``hint`` (the idea to think about), and from the second
+wrong answer to the same exercise in this kernel also the ``recipe`` (the steps), so that a first try is never
+spoiled.
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ from collections.abc import Callable
 PASS, NOT_YET, FAIL = "PASS", "NOT YET", "FAIL"
 
 
-def check(exercise: str, hint: str) -> Callable:
+def check(exercise: str, hint: str, recipe: str) -> Callable:
     """Turn a function that asserts into a notebook check: prints ``PASS``, ``NOT YET`` (the stub still raises
-    ``NotImplementedError`` or returns None) or ``FAIL`` with the hint; returns True on PASS; never raises.
+    ``NotImplementedError`` or returns None) or ``FAIL`` with a hint; returns True on PASS; never raises.
 
     Args:
         exercise: the exercise's number and name, e.g. ``"1.2 Patient-level split"``.
-        hint: one or two sentences that point the way without giving the answer.
+        hint: the idea, shown with the first wrong answer: what to think about, not what to type.
+        recipe: the steps, shown from the second wrong answer to this exercise on (:data:`FAILURES`).
     """
 
     def decorate(body: Callable) -> Callable:
@@ -47,15 +53,25 @@ def check(exercise: str, hint: str) -> Callable:
             except _NotYet as exc:
                 return _say(NOT_YET, exercise, str(exc))
             except AssertionError as exc:
-                return _say(FAIL, exercise, f"{exc or 'a check failed'}. Hint: {hint}")
+                return _fail(exercise, f"{exc or 'a check failed'}.", hint, recipe)
             except Exception as exc:  # a learner's bug must not stop the notebook
-                return _say(FAIL, exercise, f"your code raised {type(exc).__name__}: {exc}. Hint: {hint}")
+                return _fail(exercise, f"your code raised {type(exc).__name__}: {exc}.", hint, recipe)
             return _say(PASS, exercise, detail or "well done.")
 
-        run.exercise = exercise
+        run.exercise, run.hint, run.recipe = exercise, hint, recipe
         return run
 
     return decorate
+
+
+FAILURES: dict[str, int] = {}  # exercise -> wrong answers so far in this kernel (the recipe comes at the second)
+
+
+def _fail(exercise: str, what: str, hint: str, recipe: str) -> bool:
+    FAILURES[exercise] = tries = FAILURES.get(exercise, 0) + 1
+    if tries < 2:
+        return _say(FAIL, exercise, f"{what} Hint: {hint} (A second wrong try adds the steps.)")
+    return _say(FAIL, exercise, f"{what} Hint: {hint} Steps: {recipe}")
 
 
 class _NotYet(Exception):
@@ -67,6 +83,35 @@ def require_answer(value: object, what: str = "your answer") -> object:
     if value is None:
         raise _NotYet(f"{what} is still None: fill it in the cell above and run both cells again.")
     return value
+
+
+def changed_settings(first: object, variant: object) -> dict[str, tuple[object, object]]:
+    """The settings (``section.name``) in which two configurations differ, with the first's and the variant's
+    values; the variant's name is left out (it only names the variant's run folder)."""
+
+    def flat(cfg: object) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for key, value in cfg.to_dict().items():
+            out.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+        return out
+
+    a, b = flat(first), flat(variant)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if k != "variant" and a.get(k) != b.get(k)}
+
+
+def require_one_change(first: object, variant: object, asked: str, may_differ: tuple[str, ...], how: str) -> str:
+    """Inside an ablation check: the variant's configuration differs from the first run's in the setting the
+    exercise names (``asked``) and in nothing else but ``may_differ`` (settings that only decide which extra runs
+    a stage makes); returns ``"asked: old -> new"``. ``how`` says how to set it (the exercise's override)."""
+    changed = changed_settings(first, variant)
+    listed = "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items()) or "nothing"
+    assert asked in changed, (f"the exercise changes {asked} ({how}); your variant changes {listed}")
+    others = {k: v for k, v in changed.items() if k != asked and k not in may_differ}
+    assert not others, (f"your variant changes {asked} and also {'; '.join(f'{k}: {a} -> {b}' for k, (a, b) in others.items())}: "
+                        "with two changes at once the comparison cannot say which one made the difference. Change "
+                        f"{asked} only ({how})")
+    old, new = changed[asked]
+    return f"{asked}: {old} -> {new}"
 
 
 RESULTS: dict[str, str] = {}  # exercise -> its latest status in this kernel (for :func:`summary`)

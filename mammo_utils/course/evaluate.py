@@ -52,10 +52,12 @@ def _three(y, p, threshold, strict: bool = False) -> tuple[float, float, float]:
     return m["sensitivity"], m["specificity"], (m["sensitivity"] + m["specificity"]) / 2
 
 
-@check("4.1 Sensitivity, specificity, balanced accuracy", hint="Decide first: a film is called positive when its "
-       "probability is >= the threshold. Then count TP, FN (positives called positive / negative) and TN, FP; "
-       "sensitivity = TP / (TP + FN), specificity = TN / (TN + FP), balanced accuracy their mean. A ratio whose "
-       "denominator is 0 does not exist: return float('nan'), not 0.")
+@check("4.1 Sensitivity, specificity, balanced accuracy", hint="Decide first (a film whose probability equals the "
+       "threshold is called positive), then ask two questions: of the positive films, what share did we call "
+       "positive; of the negative films, what share did we call negative. A share of nothing does not exist.",
+       recipe="decision = p >= threshold; count TP, FN (positives called positive / negative) and TN, FP; "
+       "sensitivity = TP / (TP + FN), specificity = TN / (TN + FP), balanced accuracy their mean; a ratio whose "
+       "denominator is 0 is float('nan'), not 0. Return the three as a tuple.")
 def check_sensitivity_specificity(fn: Callable) -> str:
     """Compare ``fn(y, p, threshold)`` with :func:`~mammo_utils.evaluate.metrics.binary_metrics` (and scikit-learn's
     ``recall_score`` / ``balanced_accuracy_score`` where both classes are present) on random tables and edges."""
@@ -125,10 +127,13 @@ def _best_accuracy_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return float(max(accuracies, key=lambda a: a[0])[1])
 
 
-@check("4.2 Youden's J on validation", hint="Try every distinct validation score as a threshold (p >= t is "
-       "positive), compute J = sensitivity + specificity - 1 for each and keep the best; on a tie keep the HIGHEST "
-       "threshold; with one class only there is no J: return 0.5. Accuracy is not the criterion: on a mostly "
-       "negative split it rewards calling everything negative.")
+@check("4.2 Youden's J on validation", hint="Youden's J = sensitivity + specificity - 1 weighs the two RATES "
+       "equally, whatever the class balance (accuracy does not: on a mostly negative split it rewards calling "
+       "everything negative). The threshold is one of the validation scores, and without both classes there is "
+       "no J.",
+       recipe="Try every distinct validation score t, highest first, as a threshold (p >= t is positive), compute "
+       "J for each and keep the first best (so a tie keeps the highest score); return that score itself, not a "
+       "point between two scores; with one class only return 0.5.")
 def check_youden_threshold(fn: Callable) -> str:
     """Compare ``fn(y_val, p_val)`` with :func:`~mammo_utils.evaluate.metrics.choose_threshold` (Youden's J on scikit-learn's
     ROC curve, the highest threshold on a tie, 0.5 for one class)."""
@@ -151,10 +156,11 @@ def check_youden_threshold(fn: Callable) -> str:
             said += (f": your threshold maximises ACCURACY ({acc[0]:.3f} vs {acc[1]:.3f}); on a split that is "
                      f"{1 - y.mean():.0%} negative that buys specificity with sensitivity "
                      f"({_three(y, p, got)[0]:.2f} vs {_three(y, p, expected)[0]:.2f}). Maximise J instead")
+        elif math.isclose(_youden(y, p, got), _youden(y, p, expected)) and not np.isclose(p, got).any():
+            said += (": the same decisions, but a threshold between two scores; return the validation score "
+                     "itself (the lowest score called positive), as roc_curve does")
         elif math.isclose(_youden(y, p, got), _youden(y, p, expected)) and got < expected:
-            said += ": the same J, but on a tie keep the highest threshold"
-        elif math.isclose(_youden(y, p, got), _youden(y, p, expected)):
-            said += ": the same decisions, but return the validation score itself, as roc_curve does"
+            said += ": two scores give the same J; on a tie keep the highest threshold"
         raise AssertionError(said)
     return f"matches choose_threshold on {len(_threshold_cases())} validation sets, ties and one class included."
 
@@ -191,18 +197,28 @@ def roc_auc_or_nan(df: pd.DataFrame) -> float:
     return float((rankdata(p)[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-@check("4.3 Patient bootstrap", hint="Draw WOMEN with replacement (as many as there are, e.g. rng.integers), take "
-       "ALL the films of every woman drawn (a woman drawn twice comes twice), compute the metric on that table, "
-       "repeat n_resamples times, and return the 2.5th and 97.5th percentiles of the values (np.quantile with "
-       "0.025 and 0.975).")
+@check("4.3 Patient bootstrap", hint="The women, not the films, are the independent draws: a resample is a new "
+       "set of as many women as the test set holds, drawn with replacement, each bringing all her films. The "
+       "interval is where the middle 95% of the resampled metrics fall.",
+       recipe="rng = np.random.default_rng(seed); n_resamples times: draw len(women) women with rng.integers "
+       "(repeats allowed), take ALL the rows of every woman drawn (a woman drawn twice comes twice), compute the "
+       "metric on that table; return np.quantile of the finite values at 0.025 and 0.975.")
 def check_patient_bootstrap(fn: Callable, n_resamples: int = 400) -> str:
-    """Compare ``fn(df, metric, n_resamples, seed)`` with :func:`~mammo_utils.evaluate.metrics.bootstrap_ci` on a table
-    whose films are strongly correlated within each woman: similar width and centre (the resamples differ, so
-    within a tolerance), and clearly wider than the image-level bootstrap's interval."""
+    """Run ``fn(df, metric, n_resamples, seed)`` on a table whose films are strongly correlated within each woman,
+    with a ``metric`` that records every table it is given: each must be a resample of whole women (every film
+    of a drawn woman, as many times as she is drawn), as many draws as there are women, with repeats; and the
+    interval must be the 2.5th and 97.5th percentiles of the metric over those resamples. The interval is also
+    set beside :func:`~mammo_utils.evaluate.metrics.bootstrap_ci`'s over women and over images."""
     from mammo_utils.evaluate.metrics import bootstrap_ci
 
     df = correlated_women()
-    got = fn(df.copy(), roc_auc_or_nan, n_resamples, 0)
+    seen: list[pd.DataFrame] = []
+
+    def metric(table: pd.DataFrame) -> float:
+        seen.append(table)
+        return roc_auc_or_nan(table)
+
+    got = fn(df.copy(), metric, n_resamples, 0)
     if got is None:
         raise NotImplementedError
     low, high = (float(v) for v in got)
@@ -214,21 +230,58 @@ def check_patient_bootstrap(fn: Callable, n_resamples: int = 400) -> str:
     said = (f"on 40 women x 4 correlated films your interval is [{low:.3f}, {high:.3f}] (width {width:.3f}); "
             f"bootstrap_ci over women gives [{ref[0]:.3f}, {ref[1]:.3f}] (width {ref_width:.3f}), over images "
             f"[{by_image[0]:.3f}, {by_image[1]:.3f}] (width {image_width:.3f})")
-    if width < 0.75 * ref_width:
-        if width == 0:
-            said += (": every resample gave the same value. Draw WITH replacement: a resample repeats some women "
-                     "and leaves others out")
-        elif abs(width - image_width) < abs(width - ref_width):
-            said += (": as narrow as resampling IMAGES. A woman's films move together (same label, nearly the "
-                     "same score), so they are not independent evidence; resample women and bring all their films")
-        raise AssertionError(said)
-    assert width <= 1.33 * ref_width, said + ": too wide; a 95% interval cuts 2.5% from each end"
-    assert abs((low + high) / 2 - sum(ref) / 2) <= 0.3 * ref_width, said + ": it is not centred where it should be"
+    assert len(seen) >= n_resamples, (f"the metric was computed on {len(seen)} tables for {n_resamples} resamples: "
+                                      "compute it once on every resample")
+    _require_resamples_of_women(seen, df)
+    values = np.array([roc_auc_or_nan(t) for t in seen])
+    values = np.sort(values[np.isfinite(values)])
+    for name, mine, q in (("low", low, 0.025), ("high", high, 0.975)):
+        k = q * (len(values) - 1)  # between the order statistics around this rank, whatever the interpolation
+        lo, hi = values[max(0, int(np.floor(k)) - 1)], values[min(len(values) - 1, int(np.ceil(k)) + 1)]
+        assert lo - 1e-9 <= mine <= hi + 1e-9, (
+            f"{said}. Your resamples are right, but your {name} end {mine:.3f} is not the {q:.1%} quantile of "
+            f"their metrics ({np.quantile(values, q):.3f}): a 95% interval cuts 2.5% from each end")
     again = fn(df.copy(), roc_auc_or_nan, 50, 3), fn(df.copy(), roc_auc_or_nan, 50, 3)
     assert np.allclose(again[0], again[1]), (
         "two calls with the same seed gave different intervals: draw from np.random.default_rng(seed)")
-    return (f"your interval [{low:.3f}, {high:.3f}] is as wide as the patient bootstrap's ({ref_width:.3f}) and "
+    return (f"every resample is {df.patient_id.nunique()} women drawn with replacement, each with all her films; "
+            f"your interval [{low:.3f}, {high:.3f}] is as wide as the patient bootstrap's ({ref_width:.3f}) and "
             f"{width / image_width:.1f} times as wide as an image bootstrap's on films correlated within each woman.")
+
+
+def _require_resamples_of_women(tables: list[pd.DataFrame], df: pd.DataFrame) -> None:
+    """Each table a metric was given must be whole women drawn with replacement, as many draws as women."""
+    films_of = df.groupby("patient_id")["image_id"].nunique()
+    n_women, totals, repeated = len(films_of), [], 0
+    for table in tables:
+        assert {"patient_id", "image_id"} <= set(table.columns), (
+            "the metric was given a table without the patient_id and image_id columns: give it the rows of the "
+            "test table (df.iloc[...]) that the resample drew")
+        per_film = table.groupby(["patient_id", "image_id"]).size()  # how often each film came
+        films = per_film.groupby(level=0).size()
+        partial = films[films.to_numpy() < films_of.reindex(films.index).to_numpy()]
+        assert partial.empty, (
+            f"in a resample woman {partial.index[0]} brought {partial.iloc[0]} of her "
+            f"{films_of[partial.index[0]]} films: a drawn woman brings ALL her films (a woman's films move "
+            "together, so they are one piece of evidence, not several); resampling films makes the interval too "
+            "narrow")
+        draws = per_film.groupby(level=0).agg(["min", "max"])
+        assert (draws["min"] == draws["max"]).all(), (
+            "in a resample some films of a woman came more often than her others: draw women, then take all the "
+            "films of each woman drawn, once per draw")
+        totals.append(int(draws["min"].sum()))
+        repeated += int((draws["min"] > 1).sum())
+    if repeated == 0:
+        assert min(totals) == max(totals) == n_women, (
+            f"no woman was ever drawn twice, and the resamples hold {min(totals)}-{max(totals)} of the "
+            f"{n_women} women: draw WITH replacement, {n_women} draws each time, and keep the repeated draws (a "
+            "woman drawn twice counts twice)")
+        raise AssertionError(f"every resample holds each of the {n_women} women exactly once, the test table "
+                             "itself: draw WITH replacement (rng.integers), so that a resample repeats some women "
+                             "and leaves others out")
+    assert min(totals) == max(totals) == n_women, (
+        f"the resamples hold {min(totals)}-{max(totals)} draws of women; each should draw as many women as the "
+        f"test set holds ({n_women}), with replacement")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -277,10 +330,12 @@ def _copy_variant(films: pd.DataFrame, same_breast_first: bool = True, include_s
     return float(np.mean(hits)) if hits else None
 
 
-@check("4.4 Copy a sibling's label", hint="For each film, look at the OTHER films of the same woman: the other view of "
-       "the same breast when there is one (it shows the same lesion), else all her other films; copy their majority "
-       "label (a tie says positive) and count how often it equals the film's own label. Films of a woman with one "
-       "film are left out; return None when no film has a sibling.")
+@check("4.4 Copy a sibling's label", hint="A film's best-informed sibling is the other view of the same breast: it "
+       "shows the same lesion. Copy from the woman's other films only, never from the film itself.",
+       recipe="For each film, take the OTHER films of the same woman: those of the same breast when there are any, "
+       "else all her other films; copy their majority label (a tie says positive) and count how often it equals "
+       "the film's own label. Films of a woman with one film are left out; return None when no film has a "
+       "sibling.")
 def check_copy_sibling(fn: Callable[[pd.DataFrame], float | None]) -> str:
     """Compare ``fn(films)`` with :func:`~mammo_utils.evaluate.stage.copy_sibling_accuracy` on a screening-like set, a
     MIAS-like set and awkward cases (a tie, a woman with one film, nobody with a sibling)."""

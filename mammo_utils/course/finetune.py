@@ -22,8 +22,10 @@ from mammo_utils.course import _NotYet, check
 # 3.1 The class weight
 
 
-@check("3.1 Class weight", hint="Count the positives and the negatives among the training labels; the weight of "
-       "a positive is what makes all the positives weigh as much, together, as all the negatives.")
+@check("3.1 Class weight", hint="The weight of a positive is what makes all the positives weigh as much, together, "
+       "as all the negatives: the rarer the positives, the larger their weight.",
+       recipe="Count the positives and the negatives among the training labels (np.asarray(labels).sum() and the "
+       "rest) and return negatives / positives as a float.")
 def check_positive_class_weight(fn: Callable) -> str:
     """Compare ``fn(labels)`` with :func:`~mammo_utils.finetune.loss.positive_class_weight` on label arrays of several
     types (numpy, torch, pandas) and balances."""
@@ -70,18 +72,20 @@ def _running_means(module: nn.Module) -> dict[str, torch.Tensor]:
     return {n: m.running_mean.clone() for n, m in _bn_layers(module)}
 
 
-@check("3.2 Freeze the backbone", hint="Two things freeze a network: no parameter may require a gradient "
-       "(requires_grad_(False)), and every batch-norm layer must be in eval mode (module.eval()), so that it "
-       "normalises with its stored running statistics instead of each batch's and stops updating them.")
+@check("3.2 Freeze the backbone", hint="Two things change a network during training: the optimiser moves its "
+       "weights, and every batch-norm layer updates its running statistics at each forward pass in train mode. "
+       "Freezing stops both.",
+       recipe="Set requires_grad to False on every parameter (backbone.requires_grad_(False)) and put the backbone "
+       "in eval mode (backbone.eval(), which reaches every batch-norm layer); return the backbone.")
 def check_freeze(fn: Callable[[nn.Module], nn.Module]) -> str:
     """Freeze a random one-channel ResNet-50 (in train mode) with ``fn`` and with the package's
     :func:`~mammo_utils.finetune.linear.freeze_backbone`; both must leave no trainable weight, every batch norm in
     eval mode, running statistics that do not drift over forward passes, and the same features."""
     from mammo_utils.finetune.linear import freeze_backbone
-    from mammo_utils.models import normalize, resnet50_backbone
+    from mammo_utils.models import make_backbone, normalize
 
     torch.manual_seed(0)
-    backbone = resnet50_backbone("random").train()
+    backbone = make_backbone("resnet18", "random").train()
     reference = freeze_backbone(copy.deepcopy(backbone))
     got = fn(backbone)
     if got is None:  # an in-place answer that forgot to return is still judged on the module it changed
@@ -126,9 +130,11 @@ def _plant_stale_gradients(model: nn.Module) -> None:
         p.grad = torch.full_like(p, 3.0)
 
 
-@check("3.3 One training step", hint="Clear the old gradients (optimizer.zero_grad()), compute the loss of the "
-       "logits model(x).squeeze(1) against the labels as floats, call loss.backward(), then optimizer.step(); "
-       "return the loss you computed before the step, as a float.")
+@check("3.3 One training step", hint="A step clears what earlier steps left in the gradients, computes this "
+       "batch's loss, turns it into gradients and moves the weights; it reports the loss the weights were judged "
+       "on, before they moved.",
+       recipe="optimizer.zero_grad(); loss = loss_fn(model(x).squeeze(1), y.float()); loss.backward(); "
+       "optimizer.step(); return loss.item().")
 def check_training_step(fn: Callable, trials: int = 3) -> str:
     """Run ``fn(model, optimizer, x, y, loss_fn)`` on a small batch-norm network whose parameters hold stale
     gradients, and compare the weights it leaves with those of a reference step (zero_grad, loss, backward, step)
@@ -205,9 +211,12 @@ def _women_table(n_women: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@check("3.4 Nested label fractions", hint="Work on women, not films: find each woman's worst label (her stratum), "
-       "shuffle each stratum's women ONCE with the seed, and let a fraction keep the first round(n x fraction) "
-       "(at least one) of that one order; the smaller sets are then prefixes of the larger ones.")
+@check("3.4 Nested label fractions", hint="Work on women, not films; keep every worst label in its share; and make "
+       "the smaller sets parts of the larger ones, so that a point of the sweep differs from the next only by "
+       "the labels added.",
+       recipe="Find each woman's worst label (her stratum), shuffle each stratum's women ONCE with "
+       "np.random.default_rng(seed), and let a fraction keep the first round(n x fraction) (at least one) of "
+       "that one order; return {fraction: set of patient_id}.")
 def check_label_subsets(fn: Callable, images: pd.DataFrame | None = None) -> str:
     """Call ``fn(images, fractions, seed)`` on generated tables (and on ``images`` when given) and check that the
     sets are women of the table, nested, and stratified within one woman of
@@ -280,21 +289,32 @@ def _headline(cfg) -> pd.DataFrame | None:
     return runs[(runs.role == "headline") & (runs.task == cfg.task)].set_index("init")
 
 
-@check("3.5 Label-fraction ablation", hint="Set RUN_ABLATION = True and run the cell that follows it: it fine-tunes "
-       "the headline runs again with finetune.label_fraction=0.25, as the variant 'lf0.25', beside the first run.")
+@check("3.5 Label-fraction ablation", hint="An ablation changes ONE thing and keeps everything else, so that any "
+       "difference is that thing's doing: here the share of labelled women of the headline runs.",
+       recipe="Keep the variant as the exercise cell builds it: load_config(..., variant='lf0.25', "
+       "overrides=['finetune.label_fraction=0.25', 'finetune.classifiers=', 'finetune.cv=false', "
+       "'finetune.tasks=']), no other override; set RUN_ABLATION = True and run that cell again.")
 def check_label_fraction_ablation(run_ablation: bool, cfg, variant_cfg) -> str:
     """NOT YET until the learner sets ``RUN_ABLATION`` and the variant's stage 03 has run (a variant left on disk
-    by an earlier session does not count); then compare each initialisation's best validation ROC AUC at the
-    variant's label fraction with the first run's."""
+    by an earlier session does not count); the variant's configuration must differ from the first run's in
+    ``finetune.label_fraction`` (smaller) and nothing else (the settings that only turn off the sweep, the
+    cross-validation and the other tasks aside); then compare each initialisation's best validation ROC AUC at
+    the variant's label fraction with the first run's."""
+    from mammo_utils.course import require_one_change
+
     if not run_ablation:
         raise _NotYet("RUN_ABLATION is False: set it to True and run the cell below it (a few minutes at demo).")
+    assert variant_cfg.variant, "the variant's configuration has no variant name: it would overwrite the first run"
+    # classifiers, cv and tasks only decide which runs besides the headline one stage 03 makes.
+    change = require_one_change(cfg, variant_cfg, "finetune.label_fraction",
+                                ("finetune.classifiers", "finetune.cv", "finetune.tasks"),
+                                "overrides=['finetune.label_fraction=0.25']")
     first, variant = _headline(cfg), _headline(variant_cfg)
     if first is None:
         raise _NotYet("the first run's stage 03 has not run yet: run the full-stage cell above first.")
     if variant is None:
         raise _NotYet(f"the variant {variant_cfg.variant!r} has not run yet: set RUN_ABLATION = True and run the "
                       "cell below it (a few minutes at demo).")
-    assert variant_cfg.variant, "the variant's configuration has no variant name: it would overwrite the first run"
     fraction = variant_cfg.finetune.label_fraction
     assert fraction < cfg.finetune.label_fraction, (
         f"the variant's finetune.label_fraction is {fraction}, not below the first run's "
@@ -306,4 +326,4 @@ def check_label_fraction_ablation(run_ablation: bool, cfg, variant_cfg) -> str:
     text = "; ".join(f"{init}: {r.best_val_auc:.3f} with {int(r.n_train_patients)} women -> "
                      f"{r.best_val_auc_variant:.3f} with {int(r.n_train_patients_variant)}"
                      for init, r in both.iterrows())
-    return f"validation ROC AUC at 100% -> {fraction:.0%} of the labelled women: {text}."
+    return f"{change}. Validation ROC AUC at 100% -> {fraction:.0%} of the labelled women: {text}."

@@ -3,8 +3,9 @@
 Each check compares the learner's function with the library's or the package's own: Grad-CAM with
 pytorch-grad-cam's ``GradCAM`` (its ``get_cam_image`` on random tensors, and the whole method on a tiny
 network), the scores with :mod:`mammo_utils.gradcam.scores`. Cases are chosen so that the usual slips (no ReLU,
-summed instead of averaged gradients, a flat map counted as a hit, negative values left in the energy, the
-lesion counted outside the breast) give a different answer, and each slip has its own message.
+summed instead of averaged gradients, a flat map counted as a hit or a miss, negative values left in the energy, the
+lesion counted outside the breast, a peak looked up on the wrong grid) give a different answer, and each slip has its
+own message.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from mammo_utils.course import check
+from mammo_utils.gradcam import cams
 from mammo_utils.gradcam import scores as localization
 
 
@@ -77,8 +79,11 @@ def _grad_cam_mistake(got: np.ndarray, activations: torch.Tensor, gradients: tor
     return None
 
 
-@check("5.1 Grad-CAM by hand", hint="alpha_k = mean over the grid of channel k's gradient; the map is "
-       "ReLU(sum_k alpha_k * A_k), shape (h, w), not scaled.")
+@check("5.1 Grad-CAM by hand", hint="Two equations, read term by term: one weight per channel from that channel's "
+       "gradients (what 1/Z and the double sum do), then the weighted channels combined into one (h, w) map that "
+       "keeps only the evidence FOR the class; no scaling to [0, 1].",
+       recipe="weights = gradients.mean(dim=(1, 2)) (one alpha_k per channel); map = torch.relu((weights[:, None, "
+       "None] * activations).sum(dim=0)); return the map.")
 def check_grad_cam(fn: Callable[[torch.Tensor, torch.Tensor], object], trials: int = 6) -> str:
     """Compare ``fn(activations, gradients)`` with pytorch-grad-cam's Grad-CAM: on random (C, h, w) tensors
     (non-square grids, negative evidence present) and on a tiny network run through ``GradCAM`` itself."""
@@ -121,7 +126,9 @@ def _blob(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
 
 
 def _pointing_cases(rng: np.random.Generator) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(what, map, mask): random maps on non-square grids, hits and misses, a flat map, tied maxima."""
+    """(what, map, mask): maps on the mask's own grid (hits and misses, tied maxima) and on coarser feature grids
+    whose hottest cell is in the top row, the left column or inside, with the lesion at the cell's centre (a
+    hit) or in its corner (a miss)."""
     cases = []
     for k in range(12):
         shape = (int(rng.integers(4, 9)), int(rng.integers(5, 11)))
@@ -129,10 +136,18 @@ def _pointing_cases(rng: np.random.Generator) -> list[tuple[str, np.ndarray, np.
         if k % 2:  # make every other case a hit, so both answers are tested
             cam[np.argwhere(mask)[0][0], np.argwhere(mask)[0][1]] = 2.0
         cases.append((f"a random {shape[0]}x{shape[1]} map", cam, mask.astype(np.uint8) if k % 3 else mask))
-    flat_mask = np.zeros((5, 6), dtype=bool)
-    flat_mask[:2, :2] = True
-    cases.append(("a flat map (every value equal) with the lesion in the top-left corner", np.full((5, 6), 0.3),
-                  flat_mask))
+    for (h, w), (height, width) in (((4, 4), (128, 128)), ((2, 2), (64, 64)), ((3, 5), (96, 160))):
+        cell_h, cell_w = height // h, width // w
+        for r, c in ((0, w - 2), (h - 1, 0), (0, 0), (h // 2, w // 2)):
+            cam = 0.5 * rng.random((h, w))
+            cam[r, c] = 1.0
+            what = f"a {h}x{w} map on a {height}x{width} image, hottest cell (row {r}, column {c}), lesion "
+            centre = np.zeros((height, width), dtype=bool)
+            y, x = int((r + 0.5) * cell_h), int((c + 0.5) * cell_w)
+            centre[y - 3 : y + 3, x - 3 : x + 3] = True
+            corner = np.zeros((height, width), dtype=bool)
+            corner[r * cell_h : r * cell_h + 4, c * cell_w : c * cell_w + 4] = True
+            cases += [(what + "at the cell's centre", cam, centre), (what + "in the cell's corner", cam, corner)]
     tie = np.zeros((4, 6))
     tie[1, 4] = tie[3, 0] = 1.0  # two equal maxima: (1, 4) comes first in row-major order
     tie_mask = np.zeros((4, 6), dtype=bool)
@@ -144,28 +159,92 @@ def _pointing_cases(rng: np.random.Generator) -> list[tuple[str, np.ndarray, np.
     return cases
 
 
-@check("5.2 Pointing game", hint="np.argmax gives the flat index of the first maximum; np.unravel_index turns it "
-       "into (row, column); a hit is mask[row, column] > 0, and a flat map (max == min) is a miss.")
+def _first_peak(cam: np.ndarray) -> tuple[int, int]:
+    return tuple(int(v) for v in np.unravel_index(int(np.argmax(cam)), cam.shape))
+
+
+def _grid_index(cam: np.ndarray, mask: np.ndarray) -> bool:
+    r, c = _first_peak(cam)
+    return bool(mask[min(r, mask.shape[0] - 1), min(c, mask.shape[1] - 1)])
+
+
+def _cell_corner(cam: np.ndarray, mask: np.ndarray) -> bool:
+    r, c = _first_peak(cam)
+    return bool(mask[r * mask.shape[0] // cam.shape[0], c * mask.shape[1] // cam.shape[1]])
+
+
+def _upsampled_maximum(cam: np.ndarray, mask: np.ndarray) -> bool:
+    x, y = cams.cam_peak(cams.upsample_cams(cam[None].astype(np.float32), mask.shape)[0])
+    return bool(mask[y, x])
+
+
+def _transposed(cam: np.ndarray, mask: np.ndarray) -> bool | None:
+    a, b = np.unravel_index(int(np.argmax(cam)), cam.shape[::-1])
+    return bool(mask[b, a]) if b < mask.shape[0] and a < mask.shape[1] else None
+
+
+# The usual slips of the pointing game, as functions of (map, mask) -> hit, and what to say about each.
+POINTING_SLIPS = {
+    "you looked the lesion up at the cell's own (row, column) on the image: carry the cell to the image first, "
+    "each cell covers (H / h) x (W / w) pixels": _grid_index,
+    "you pointed at the cell's top-left corner (what the first maximum of a map enlarged with np.kron or "
+    "np.repeat gives): point at the cell's centre": _cell_corner,
+    "you took the maximum of the bilinearly upsampled map: next to the top row and the left column it is a plateau "
+    "reaching the image's border, and argmax takes its first pixel there; take the maximum on the map's own grid": _upsampled_maximum,
+    "check the order (row, column) of the index you look up": _transposed,
+}
+
+
+def _pointing_slip(answers: list[float], cases: list[tuple[str, np.ndarray, np.ndarray]]) -> str | None:
+    """The slip whose answers are the learner's on every case it applies to (None when none is)."""
+    for message, slip in POINTING_SLIPS.items():
+        theirs = [slip(cam, np.asarray(mask) > 0) for _, cam, mask in cases]
+        if all(t is None or float(t) == a for t, a in zip(theirs, answers, strict=True)):
+            return message
+    return None
+
+
+@check("5.2 Pointing game", hint="The map makes one claim: which cell of its own grid holds the most evidence. "
+       "Point at the middle of that cell on the image and ask whether the lesion is there; a map with no maximum "
+       "makes no claim at all.",
+       recipe="If cam.max() == cam.min() return float('nan'). Else r, c = np.unravel_index(np.argmax(cam), "
+       "cam.shape) (the first maximum); with (h, w) = cam.shape and (H, W) = lesion_mask.shape, the cell's "
+       "centre is row int((r + 0.5) * H / h), column int((c + 0.5) * W / w); return float(lesion_mask[row, "
+       "column] > 0).")
 def check_pointing_game(fn: Callable[[np.ndarray, np.ndarray], object]) -> str:
-    """Compare ``fn(cam, lesion_mask)`` with :func:`mammo_utils.gradcam.scores.pointing_game` on constructed maps."""
-    rng = np.random.default_rng(2)
-    for what, cam, mask in _pointing_cases(rng):
-        expected = localization.pointing_game(cam, mask)
+    """Compare ``fn(cam, lesion_mask)`` with :func:`mammo_utils.gradcam.scores.pointing_game` on constructed maps:
+    on the mask's own grid and on coarser feature grids, hits and misses, tied maxima, and a flat map (NaN)."""
+    cases = _pointing_cases(np.random.default_rng(2))
+    answers = []
+    for _, cam, mask in cases:
         got = _answer(fn, cam.copy(), mask.copy())
-        assert isinstance(got, bool | np.bool_), f"return True or False, not {type(got).__name__}"
-        if bool(got) != expected:
-            if "flat" in what:
-                raise AssertionError("a flat map points nowhere and must count as a miss, yet you called it a hit")
-            if "equal maxima" in what:
-                raise AssertionError(f"on {what} you said {bool(got)}: take the FIRST maximum in row-major order, "
-                                     "as np.argmax does")
-            raise AssertionError(f"on {what} you said {bool(got)}, the package {expected}: check the order "
-                                 "(row, column) of the index you look up")
-    return "agrees with localization.pointing_game on hits, misses, a flat map and tied maxima."
+        assert isinstance(got, bool | np.bool_ | int | float | np.integer | np.floating), (
+            f"return 1.0 (hit), 0.0 (miss) or float('nan') (no peak), not {type(got).__name__}")
+        answers.append(float(got))
+    for (what, cam, mask), got in zip(cases, answers, strict=True):
+        expected = localization.pointing_game(cam, mask)
+        if got == expected:
+            continue
+        if "equal maxima" in what:
+            raise AssertionError(f"on {what} you said {got:g}: take the FIRST maximum in row-major order, as "
+                                 "np.argmax does")
+        slip = _pointing_slip(answers, cases)
+        raise AssertionError(f"on {what} you said {got:g}, the package {expected:g}" + (f": {slip}" if slip else ""))
+    flat = np.full((4, 4), 0.3)
+    flat_mask = np.zeros((128, 128), dtype=bool)
+    flat_mask[:40, :40] = True
+    with np.errstate(divide="ignore", invalid="ignore"):
+        got = fn(flat.copy(), flat_mask.copy())
+    assert got is not None and np.isnan(float(got)), (
+        f"on a flat map (every value equal) you said {got!r}: it has no maximum, so it points nowhere and makes "
+        "no claim, neither a hit nor a miss: return float('nan'), which the averages leave out")
+    return "agrees with scores.pointing_game on the image's grid and on coarse feature grids, ties and a flat map."
 
 
-@check("5.3 Energy inside the lesion", hint="Clip the map's negative values to 0, then divide the sum inside "
-       "the lesion by the sum over the whole map; a map that sums to 0 has no energy to share: NaN.")
+@check("5.3 Energy inside the lesion", hint="The score is a SHARE of the map's positive mass: how much of it falls "
+       "inside the mark. Negative values are not mass, and a map with no mass has no share to give.",
+       recipe="cam = np.clip(cam, 0, None); total = cam.sum(); return float('nan') if total <= 0, else "
+       "float(cam[lesion_mask > 0].sum() / total).")
 def check_energy_inside(fn: Callable[[np.ndarray, np.ndarray], object]) -> str:
     """Compare ``fn(cam, lesion_mask)`` with :func:`mammo_utils.gradcam.scores.energy_inside`."""
     rng = np.random.default_rng(3)
@@ -197,8 +276,10 @@ def check_energy_inside(fn: Callable[[np.ndarray, np.ndarray], object]) -> str:
     return "agrees with localization.energy_inside, negative values and empty maps included."
 
 
-@check("5.4 Chance level", hint="Chance = (pixels in the lesion AND in the breast) / (pixels in the breast); "
-       "without a breast mask the region is the whole grid.")
+@check("5.4 Chance level", hint="A blind guess lands anywhere in the breast with equal chance, so it hits the "
+       "lesion as often as the lesion's share of the breast; only lesion pixels inside the breast can be hit.",
+       recipe="region = breast_mask > 0 (np.ones_like(lesion) without a breast mask); return "
+       "((lesion_mask > 0) & region).sum() / region.sum() as a float.")
 def check_chance_level(fn: Callable[..., object]) -> str:
     """Compare ``fn(lesion_mask, breast_mask)`` with :func:`mammo_utils.gradcam.scores.chance_level`."""
     rng = np.random.default_rng(4)

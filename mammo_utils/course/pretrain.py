@@ -18,9 +18,12 @@ import torch
 from mammo_utils.course import _NotYet, check
 
 
-@check("2.1 NT-Xent", hint="Normalise z0 and z1, stack them (2N rows), divide all pairwise dot products by the "
-       "temperature, mask each row's similarity with itself, and take the cross entropy whose target for row i is "
-       "its partner (i + N, or i - N).")
+@check("2.1 NT-Xent", hint="NT-Xent is a classification among the 2N views of the batch: each view must pick its "
+       "partner (the other view of its image) among every other view, by cosine similarity divided by the "
+       "temperature; a view is never its own candidate.",
+       recipe="Normalise z0 and z1 (F.normalize), stack them (2N rows), divide all pairwise dot products by the "
+       "temperature, set each row's similarity with itself to -inf, and take F.cross_entropy whose target for "
+       "row i is its partner (i + N for the first N rows, i - N for the others).")
 def check_nt_xent(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor], trials: int = 5) -> str:
     """Compare ``fn(z0, z1, temperature)`` with lightly's ``NTXentLoss`` on random batches of random sizes."""
     from lightly.loss import NTXentLoss
@@ -52,8 +55,9 @@ def mean_random_loss(n_images: int, temperature: float, dim: int = 128, draws: i
 
 
 @check("2.2 Loss of random embeddings", hint="Unrelated embeddings in 128 dimensions are nearly orthogonal: every "
-       "similarity is close to 0, so every candidate in a view's softmax gets the same probability. Count the "
-       "candidates of one view: all the views of the batch but itself.")
+       "similarity is close to 0, so every candidate in a view's softmax gets the same probability.",
+       recipe="Count the candidates of one view: all the 2N views of the batch but itself, the positive among "
+       "them; the loss of a uniform guess among m candidates is log(m), whatever the temperature.")
 def check_random_embedding_loss(fn: Callable[[int, float], float]) -> str:
     """Compare ``fn(n_images, temperature)`` with lightly's NT-Xent of random 128-d embeddings, averaged."""
     tolerance = 0.05
@@ -112,8 +116,10 @@ def _reference_gradients(module: torch.nn.Module, x0: torch.Tensor, x1: torch.Te
     return float(loss.detach()), [p.grad.clone() for p in twin.parameters()]
 
 
-@check("2.3 One training step", hint="In this order: optimizer.zero_grad(), loss = module.contrastive_loss(x0, "
-       "x1), loss.backward(), optimizer.step(); return loss.item().")
+@check("2.3 One training step", hint="A step has four parts: clear what the last step left, compute the loss of "
+       "this batch, turn it into gradients, move the weights along them. Gradients ADD UP in .grad until cleared.",
+       recipe="In this order: optimizer.zero_grad(), loss = module.contrastive_loss(x0, x1), loss.backward(), "
+       "optimizer.step(); return loss.item().")
 def check_training_step(fn: Callable, steps: int = 6) -> str:
     """Run ``fn(module, optimizer, x0, x1)`` a few times on a tiny SimCLR and a fixed batch of 8 view pairs:
     the loss it returns must be the loss before the step, the gradients those of this step alone, the
@@ -161,16 +167,18 @@ def _knn_problem(seed: int, n_bank: int = 80, n_query: int = 40, dim: int = 16) 
     return (*sample(n_bank), *sample(n_query))
 
 
-@check("2.4 kNN monitor", hint="Normalise the features to unit length; cosine similarity is then a dot product. "
-       "Take each query's k most similar bank images, weight each one's vote by 1 / (1 - similarity) (closer "
-       "counts more), predict the class with the larger total, and average the recall of each class.")
+@check("2.4 kNN monitor", hint="Neighbours by direction, not length (cosine similarity); closer neighbours vote "
+       "more; and the score must not reward calling everything the common class.",
+       recipe="Normalise the features to unit length (cosine similarity is then a dot product), take each "
+       "query's k most similar bank images, weight each one's vote by 1 / (1 - similarity), predict the class "
+       "with the larger total, and average the recall of each class (balanced accuracy).")
 def check_knn_balanced_accuracy(fn: Callable, problems: int = 4) -> str:
     """Compare ``fn(bank_features, bank_labels, query_features, query_labels, k)`` with the package's
-    :func:`~mammo_utils.pretrain.methods.base.knn_balanced_accuracy` (scikit-learn's kNN) on imbalanced problems."""
+    :func:`~mammo_utils.pretrain.monitor.knn_balanced_accuracy` (scikit-learn's kNN) on imbalanced problems."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
     from sklearn.neighbors import KNeighborsClassifier
 
-    from mammo_utils.pretrain.methods.base import knn_balanced_accuracy
+    from mammo_utils.pretrain.monitor import knn_balanced_accuracy
 
     for seed in range(problems):
         bank, bank_y, query, query_y = _knn_problem(seed)
@@ -202,10 +210,17 @@ def check_knn_balanced_accuracy(fn: Callable, problems: int = 4) -> str:
     return f"matches the package's kNN monitor on {problems} imbalanced problems at k = 1, 5 and 10."
 
 
-@check("2.5 Ablation", hint="Set RUN_ABLATION = True in the exercise cell and run it and the next cell again; "
-       "the variant trains in its own run folder, beside the first run.")
+@check("2.5 Ablation", hint="An ablation changes ONE thing and keeps everything else, so that any difference is "
+       "that thing's doing; the variant trains in its own run folder, beside the first run.",
+       recipe="Keep the variant as the exercise cell builds it: load_config(..., variant='moco', "
+       "overrides=['pretrain.method=moco', 'finetune.cv=false']), no other override; set RUN_ABLATION = True and "
+       "run that cell and the next one again.")
 def check_ablation(run_ablation: bool, cfg, variant) -> str:
     """Compare the first run's ``history.csv`` with the named variant's, once the variant has run.
+
+    The variant's configuration must differ from the first run's in ``pretrain.method`` and nothing else
+    (``finetune.inits``, which follows the method, and ``finetune.cv``, which only decides whether stage 02 also
+    pretrains one backbone per fold, aside), and the runs on disk must be the runs of those two configurations.
 
     Args:
         run_ablation: the exercise's setting (``RUN_ABLATION``).
@@ -214,6 +229,7 @@ def check_ablation(run_ablation: bool, cfg, variant) -> str:
     """
     import pandas as pd
 
+    from mammo_utils.course import require_one_change
     from mammo_utils.pretrain.stage import SECTIONS
     from mammo_utils.runs.paths import run_dir, stage_dir
     from mammo_utils.runs.stage import is_done, stage_key
@@ -221,26 +237,27 @@ def check_ablation(run_ablation: bool, cfg, variant) -> str:
     main_out, variant_out = stage_dir(cfg, "pretrain", create=False), stage_dir(variant, "pretrain", create=False)
     if not run_ablation:  # a variant left on disk by an earlier session does not count as this learner's answer
         raise _NotYet(f"RUN_ABLATION is False: set it to True to train the variant into {run_dir(variant)}.")
+    assert variant.variant, "the variant's configuration has no variant name: it would overwrite the first run"
+    # finetune.inits follows the method (load_config names the pretrained init after it); finetune.cv only
+    # decides whether stage 02 also pretrains one backbone per fold.
+    change = require_one_change(cfg, variant, "pretrain.method", ("finetune.inits", "finetune.cv"),
+                                "overrides=['pretrain.method=moco']")
     if not (variant_out / "history.csv").exists():
         raise AssertionError(f"RUN_ABLATION is True but {variant_out} holds no history.csv: run the cell that "
                              "trains the variant")
-    assert variant.variant, "the variant's configuration has no variant name: it would overwrite the first run"
-    changed = [f"{section}.{name}: {getattr(getattr(cfg, section), name)} -> {value}"
-               for section in ("pretrain", "augment") for name, value in vars(getattr(variant, section)).items()
-               if getattr(getattr(cfg, section), name) != value]
-    assert changed, "the variant has the same pretraining and augmentation settings as the first run"
     assert (main_out / "history.csv").exists(), f"no history.csv in {main_out}: run run_pretrain(cfg) first"
-    assert is_done(variant_out, stage_key(variant, "pretrain", SECTIONS), ["history.csv"]), (
-        f"{variant_out} holds a run with other settings than the variant's now: run it again (RUN_ABLATION = True)")
+    for name, out, run_cfg in (("the first run", main_out, cfg), ("the variant", variant_out, variant)):
+        assert is_done(out, stage_key(run_cfg, "pretrain", SECTIONS), ["history.csv"]), (
+            f"{out} holds a run of other settings than {name}'s now: run it again")
     first, second = (pd.read_csv(out / "history.csv") for out in (main_out, variant_out))
     for name, history in (("first run", first), ("variant", second)):
-        assert len(history) and history["train_loss_epoch"].notna().all(), f"the {name}'s history has no loss"
+        assert len(history) and history["loss"].iloc[1:].notna().all(), f"the {name}'s history has no loss"
     method = json.loads((variant_out / "stage.json").read_text())["config"]["pretrain"]["method"]
 
     def last(h: pd.DataFrame, column: str) -> str:
         values = h[column].dropna() if column in h else []
         return f"{values.iloc[-1]:.3f}" if len(values) else "n/a"
 
-    return (f"{'; '.join(changed)}. Last epoch: kNN {last(first, 'val_knn_acc')} ({cfg.pretrain.method}) vs "
-            f"{last(second, 'val_knn_acc')} ({method}), chance 0.5; losses {last(first, 'train_loss_epoch')} vs "
-            f"{last(second, 'train_loss_epoch')}, each against its own chance level.")
+    return (f"{change}. Last epoch: kNN {last(first, 'knn')} ({cfg.pretrain.method}) vs "
+            f"{last(second, 'knn')} ({method}), chance 0.5; losses {last(first, 'loss')} vs "
+            f"{last(second, 'loss')}, each against its own chance level.")

@@ -22,19 +22,19 @@ def _films(n_women: int, seed: int) -> pd.DataFrame:
                          "patient_id": women, "label": (rng.random(2 * n_women) < 0.35).astype(int)})
 
 
-@check("6.1 Folds by woman", hint="Deal women, not films, into the folds: give every woman one fold (e.g. shuffle "
-       "the unique patient_id values with the seed and deal them round-robin), then map each film to its woman's "
-       "fold.")
+@check("6.1 Folds by woman", hint="Deal women, not films, into the folds; let each fold look like the whole set (about "
+       "its share of women with a positive film, as the package's folds are stratified on each woman's worst "
+       "label); and let the seed decide the order, so another seed gives other folds.",
+       recipe="worst = films.groupby('patient_id')['label'].max(); for each label in turn, sort its women, shuffle "
+       "them with one np.random.default_rng(seed), and deal them round-robin into folds 0..n_folds-1, continuing "
+       "the count from one label to the next; then map each film to its woman's fold (films['patient_id'].map).")
 def check_patient_folds(fn: Callable[[pd.DataFrame, int, int], pd.Series]) -> str:
-    """``fn(films, n_folds, seed)`` -> one fold (0..n_folds-1) per row of ``films``."""
+    """``fn(films, n_folds, seed)`` -> one fold (0..n_folds-1) per row of ``films``: by woman (no woman in two
+    folds), balanced, stratified on each woman's worst label (within one woman per fold in every stratum), the
+    same for the same seed and different for other seeds."""
     for seed in range(3):
         films = _films(40 + 7 * seed, seed)
-        fold = fn(films, 5, seed)
-        if fold is None:
-            raise NotImplementedError
-        fold = pd.Series(np.asarray(fold), index=films.index).astype(int)
-        assert len(fold) == len(films), f"one fold per film: got {len(fold)} values for {len(films)} films"
-        assert set(fold) == set(range(5)), f"every fold 0..4 should be used, got {sorted(set(fold))}"
+        fold = _folds(fn, films, seed)
         split = films.assign(fold=fold.to_numpy())
         for k in range(5):
             leak = splits.leak_profile(split, splits.fold_roles(split, k, "patient_id", seed, 0.25))
@@ -42,7 +42,35 @@ def check_patient_folds(fn: Callable[[pd.DataFrame, int, int], pd.Series]) -> st
                 f"fold {k}: {leak['women_in_train_and_test']} women have films both in test and in training")
         women = split.groupby("fold")["patient_id"].nunique()
         assert women.max() - women.min() <= 2, f"folds should hold about as many women: {women.tolist()}"
-    return "no woman is in two folds, and the folds are balanced (what mammo_utils.protocols.splits.a0_split uses)."
+        worst = split.groupby("patient_id").agg(label=("label", "max"), fold=("fold", "first"))
+        for label, group in worst.groupby("label"):
+            counts = group["fold"].value_counts().reindex(range(5), fill_value=0)
+            assert counts.max() - counts.min() <= 1, (
+                f"table {seed}: the {len(group)} women whose worst label is {label} fall {counts.tolist()} into the "
+                "five folds: a fold with few positive women gives a noisy (or undefined) score; deal each worst "
+                "label round-robin so that every fold gets its share (stratify)")
+        assert _folds(fn, films, seed).equals(fold), "two calls with the same seed gave different folds"
+        others = [_folds(fn, films, s) for s in (seed + 1, seed + 2)]
+        assert any(_partition(o, films) != _partition(fold, films) for o in others), (
+            f"seeds {seed}, {seed + 1} and {seed + 2} deal the women into the same folds: the order must come "
+            "from np.random.default_rng(seed), so that each seed gives its own cross-validation")
+    return ("by woman, balanced, stratified on the worst label, and seeded (what the package's stratified_folds "
+            "does).")
+
+
+def _folds(fn: Callable, films: pd.DataFrame, seed: int) -> pd.Series:
+    fold = fn(films.copy(), 5, seed)
+    if fold is None:
+        raise NotImplementedError
+    assert len(fold) == len(films), f"one fold per film: got {len(fold)} values for {len(films)} films"
+    fold = pd.Series(np.asarray(fold), index=films.index).astype(int)
+    assert set(fold) == set(range(5)), f"every fold 0..4 should be used, got {sorted(set(fold))}"
+    return fold
+
+
+def _partition(fold: pd.Series, films: pd.DataFrame) -> set[frozenset]:
+    """The folds as sets of women, whatever their numbers."""
+    return {frozenset(films.loc[fold == k, "patient_id"]) for k in range(5)}
 
 
 def _copies_split(seed: int) -> tuple[pd.DataFrame, pd.Series]:
@@ -53,8 +81,10 @@ def _copies_split(seed: int) -> tuple[pd.DataFrame, pd.Series]:
     return split, splits.fold_roles(split, seed % 5, "item_id", seed, 0.25)
 
 
-@check("6.2 Twin share", hint="Among the rows whose role is 'test', count those whose image_id also appears among "
-       "the rows whose role is 'train' (not 'val'), and divide by the number of test rows.")
+@check("6.2 Twin share", hint="A test item leaks when its FILM (not the item itself) also trains; an item in "
+       "validation does not train. The share is over the test items.",
+       recipe="Among the rows whose role is 'test', count those whose image_id also appears among the rows whose "
+       "role is 'train' (not 'val'), and divide by the number of test rows; return a float.")
 def check_twin_share(fn: Callable[[pd.DataFrame, pd.Series], float]) -> str:
     """``fn(items, role)`` -> the share of test items whose film has another item in training."""
     for seed in range(4):
@@ -67,17 +97,22 @@ def check_twin_share(fn: Callable[[pd.DataFrame, pd.Series], float]) -> str:
     return "matches leak_profile's test_share_film_in_train on four augment-then-split folds."
 
 
-@check("6.3 The threshold a test set would choose", hint="Try every cut between two distinct scores (and 'all "
-       "negative'): predict positive when p >= threshold, keep the threshold with the highest accuracy. Youden's "
-       "J maximises sensitivity + specificity, which is not accuracy.")
+@check("6.3 The threshold a test set would choose", hint="Here the test set chooses, by plain accuracy (Youden's J "
+       "weighs sensitivity and specificity, which is not accuracy): every cut between two distinct scores is a "
+       "candidate, and so is calling everything negative.",
+       recipe="For every distinct score t (positive when p >= t), and for a threshold above every score, compute "
+       "the accuracy ((p >= t).astype(int) == y).mean(); keep the best; return (threshold, accuracy).")
 def check_best_threshold(fn: Callable[[np.ndarray, np.ndarray], tuple[float, float]]) -> str:
     """``fn(y, p)`` -> (threshold, accuracy) maximising the accuracy of ``p >= threshold`` on ``(y, p)``."""
     rng = np.random.default_rng(0)
-    for trial in range(10):
+    for trial in range(12):
         n = int(rng.integers(10, 60))
         y = (rng.random(n) < rng.uniform(0.2, 0.6)).astype(int)
         p = np.round(np.clip(y * 0.15 + rng.random(n), 0, 1), 2)
-        answer = fn(y, p)
+        if trial >= 10:  # rare positives with the lowest scores: calling every film negative is the best cut
+            y = np.r_[np.ones(2 + trial % 2, int), np.zeros(n, int)]
+            p = np.round(np.r_[rng.uniform(0.0, 0.2, 2 + trial % 2), rng.uniform(0.3, 1.0, n)], 2)
+        answer = fn(y.copy(), p.copy())
         if answer is None:
             raise NotImplementedError
         threshold, accuracy = (float(v) for v in answer)
@@ -90,8 +125,10 @@ def check_best_threshold(fn: Callable[[np.ndarray, np.ndarray], tuple[float, flo
     return "finds the test-optimal threshold: exactly what A4 does, and what no honest protocol may do."
 
 
-@check("6.4 Leakage fingerprint", hint="Divide each row of train_x and of test_x by its Euclidean norm; then the "
-       "matrix product test @ train.T holds every cosine similarity; take the maximum of each row.")
+@check("6.4 Leakage fingerprint", hint="Cosine similarity compares directions only, so a scaled copy of a training "
+       "row scores exactly 1; each test row keeps its single most similar training row.",
+       recipe="Divide each row of train_x and of test_x by its Euclidean norm (np.linalg.norm(..., axis=1, "
+       "keepdims=True)); then test @ train.T holds every cosine similarity; return the maximum of each row.")
 def check_nearest_similarity(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> str:
     """``fn(train_x, test_x)`` -> each test row's cosine similarity to its most similar training row."""
     rng = np.random.default_rng(1)

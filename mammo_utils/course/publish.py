@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 # let us republish their images (see data_manifests/README.md); they stay in the user's run folder.
 SHOWS_IMAGES = {"view_pairs.png", *(f"outcome_grid_{m}.png" for m in METHODS)}
 FIGURES = (
-    ("pretrain", "budget.png"),
+    ("budget", "budget.png"),
     ("evaluate", "label_efficiency.png"),
     ("evaluate", "roc.png"),
     ("evaluate", "confusion.png"),
@@ -36,7 +36,7 @@ FIGURES = (
 )
 MAX_WIDTH_PX = 1400
 # The numbers behind the README's tables, machine-readable, beside the figures (configurations made portable).
-DATA_FILES = (("pretrain", "pretraining.json"), ("pretrain", "budget.json"), ("evaluate", "ssl_gain.json"),
+DATA_FILES = (("pretrain", "pretraining.json"), ("budget", "budget.json"), ("evaluate", "ssl_gain.json"),
               ("evaluate", "ssl_gain.csv"), ("evaluate", "metrics.json"))
 
 
@@ -56,20 +56,20 @@ def publish_run(cfg: Config, dest: Path | None = None) -> Path:
     report = (root / "report.md").read_text()  # written by every stage as it finishes
     shown = []
     for stage, name in FIGURES:
-        src = root / STAGES[stage] / name
+        src = root / STAGES.get(stage, stage) / name
         if not src.exists() or (name in SHOWS_IMAGES and cfg.dataset != "synthetic"):
             continue
         with Image.open(src) as im:
             if im.width > MAX_WIDTH_PX:
                 im = im.resize((MAX_WIDTH_PX, round(im.height * MAX_WIDTH_PX / im.width)), Image.LANCZOS)
             im.convert("RGB").save(tmp / name, optimize=True)
-        report = report.replace(f"`{STAGES[stage]}/{name}`", f"[`{name}`]({name})")
+        report = report.replace(f"`{STAGES.get(stage, stage)}/{name}`", f"[`{name}`]({name})")
         shown.append(name)
     for stage, name in DATA_FILES:
-        src = root / STAGES[stage] / name
+        src = root / STAGES.get(stage, stage) / name
         if src.exists():
             atomic_write_text(tmp / name, portable_json(src.read_text()) if name.endswith(".json") else src.read_text())
-            report = report.replace(f"`{STAGES[stage]}/{name}`", f"[`{name}`]({name})")
+            report = report.replace(f"`{STAGES.get(stage, stage)}/{name}`", f"[`{name}`]({name})")
     study = root / STAGES["protocols"] / "protocols.md"
     if study.exists():  # the protocol study (stage 06), where it ran: its table as a page of its own
         text = study.read_text().replace("`protocols.png`", "[`protocols.png`](protocols.png)")

@@ -35,9 +35,9 @@ from mammo_utils.finetune.backbones import BackboneCache
 from mammo_utils.finetune.full import fit_full
 from mammo_utils.finetune.linear import extract_features, fit_linear_head, head_probabilities
 from mammo_utils.models import predict
-from mammo_utils.prepare.crops import cut, tile_centres
+from mammo_utils.prepare.crops import baseline_features, cut, labelled_women, tile_centres
 from mammo_utils.prepare.loaders import CachedImages
-from mammo_utils.prepare.split import cross_validation_split, subsample_patients, uses_cross_validation
+from mammo_utils.prepare.split import cross_validation_split, uses_cross_validation
 from mammo_utils.prepare.stage import load_crops, load_hires
 from mammo_utils.runs.devices import placement
 from mammo_utils.runs.files import atomic_write_text
@@ -73,25 +73,6 @@ def crop_splits(crops: pd.DataFrame, cfg: Config, cross_validate: bool) -> list[
         split = cross_validation_split(crops, k, cfg.split.n_folds).split.to_numpy()
         out.append(CropSplit(k, split == "train", split == "val", split == "test"))
     return out
-
-
-def baseline_features(arrays: np.ndarray, name: str) -> torch.Tensor:
-    """Features of (N, S, S) crops without a network: ``pixels`` (the crop shrunk to 16 x 16 by averaging),
-    ``mean``, ``sd`` or ``mean_sd`` of its grey levels."""
-    x = torch.from_numpy(np.asarray(arrays, dtype=np.float32))
-    if name == "pixels":
-        return torch.nn.functional.adaptive_avg_pool2d(x[:, None], 16).flatten(1)
-    stats = {"mean": x.mean(dim=(1, 2)), "sd": x.std(dim=(1, 2))}
-    return torch.stack([stats[k] for k in ("mean", "sd")] if name == "mean_sd" else [stats[name]], dim=1)
-
-
-def labelled_women(crops: pd.DataFrame, train: np.ndarray, fraction: float, draw: int) -> np.ndarray:
-    """The training crops whose woman is labelled at ``fraction`` in draw ``draw`` (all of them at 1.0)."""
-    if fraction >= 1:
-        return train
-    women = crops[train].assign(abnormal=crops.label, malignant=0).groupby("patient_id", as_index=False).max()
-    kept = set(subsample_patients(women, fraction, draw).patient_id.astype(str))
-    return train & crops.patient_id.astype(str).isin(kept).to_numpy()
 
 
 def draws(cfg: Config, fraction: float, classifier: str) -> list[int]:

@@ -4,7 +4,14 @@ The CAM methods are pytorch-grad-cam's (Gildenblat et al.), one name per class i
 Grad-CAM (Selvaraju et al. 2017), Grad-CAM++ (Chattopadhay et al. 2018) and EigenCAM (Muhammad & Yeasin
 2020, with the sign fixed: :class:`SignedEigenCAM`). Adding another method of the library is one line there.
 Every map is computed on ``backbone.layer4[-1]``, whose feature grid is the image divided by the network's
-stride (:func:`cam_grid_size`), and upsampled to the input.
+stride (:func:`cam_grid_size`), and upsampled to the input (:func:`upsample_cams`, as the library does);
+``compute_cams(..., on_grid=True)`` keeps the maps on that grid, where their maximum is scored
+(:func:`cam_peak`, :func:`mammo_utils.gradcam.scores.pointing_game`).
+
+With global average pooling and one linear logit after that layer, the gradient of the logit with respect to
+every cell of feature map k is the head's weight w_k divided by the number of cells, so Grad-CAM on it is
+exactly CAM (Zhou et al. 2016, "Learning Deep Features for Discriminative Localization"): ReLU(sum_k w_k A^k),
+up to a positive factor that the scaling removes.
 
 The classifier has one logit, so the target is the logit itself (``ClassifierOutputTarget(0)`` returns
 ``output[0]``, a scalar per image; ``BinaryClassifierOutputTarget(1)`` would return the same value as a
@@ -14,9 +21,10 @@ Maps live on the network input grid, which *is* the preprocessed image; :func:`c
 back to the original image's pixels through the :class:`~mammo_utils.prepare.preprocess.Transform` (undoing resize,
 pad, flip and crop).
 
-:func:`randomization_check` is the model-randomisation test of Adebayo et al. 2018 ("Sanity Checks for
-Saliency Maps"): a map that barely changes when the top of the network is re-initialised explains nothing
-about what the model learnt.
+:func:`randomization_check` is the cascading model-randomisation test of Adebayo et al. 2018 ("Sanity Checks
+for Saliency Maps"): the layers are re-initialised from the output down (:func:`randomization_cascade`: the head
+first, then layer4's blocks from the last), and a map that barely changes explains nothing about what those
+layers learnt.
 """
 
 from __future__ import annotations
@@ -104,6 +112,12 @@ def cam_grid_size(model: Classifier, size_px: int) -> tuple[int, int]:
     return shapes[0]
 
 
+def _on_grid(cam_class: type) -> type:
+    """``cam_class`` without the upsampling: with no target size the library's ``scale_cam_image`` only scales
+    each map to [0, 1], so the maps stay on the target layer's feature grid."""
+    return type(f"{cam_class.__name__}OnGrid", (cam_class,), {"get_target_width_height": lambda self, x: None})
+
+
 def _cam_batch(cam, batch: torch.Tensor) -> np.ndarray:
     """Maps of one batch: with gradients for the methods that use them, without for the others."""
     targets = positive_class_targets(len(batch))
@@ -115,44 +129,70 @@ def _cam_batch(cam, batch: torch.Tensor) -> np.ndarray:
         return cam(input_tensor=batch.detach().requires_grad_(True), targets=targets)
 
 
+def upsample_cams(grid_maps: np.ndarray, size_px: tuple[int, int]) -> np.ndarray:
+    """Feature-grid maps (B, h, w) upsampled to (B, H, W) images as pytorch-grad-cam does it: bilinear (OpenCV,
+    the edge cells replicated outwards), then each map scaled to [0, 1] again."""
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    height, width = size_px
+    if len(grid_maps) == 0:
+        return np.zeros((0, height, width), dtype=np.float32)
+    return scale_cam_image(scale_cam_image(np.asarray(grid_maps, dtype=np.float32), (width, height)))
+
+
 def compute_cams(
     model: Classifier,
     images: torch.Tensor,
     method: str = "gradcam",
     batch_size: int = 16,
     device: str | torch.device | None = None,
+    on_grid: bool = False,
 ) -> np.ndarray:
-    """Class activation maps of the positive class on the network input grid.
+    """Class activation maps of the positive class, on the network input grid or on the feature grid.
 
     Args:
         model: a :class:`~mammo_utils.models.Classifier` (``model.backbone.layer4[-1]`` is the target layer).
         images: (B, 1, S, S) images in [0, 1] (the classifier normalises them itself).
         method: a name of :data:`CAM_METHODS`.
         batch_size: images per forward/backward pass.
-        device: where to run (a stage passes ``placement(cfg).device``); defaults to the model's device.
+        device: where to run (a stage passes the device it runs on); defaults to the model's device.
+        on_grid: return the maps on the target layer's (h, w) feature grid (:func:`cam_grid_size`), as computed,
+            instead of upsampled to the input.
 
     Returns:
-        (B, S, S) float32 maps in [0, 1], each scaled to its own maximum (a flat map is all zeros).
+        (B, S, S) float32 maps in [0, 1] (with ``on_grid``, (B, h, w)), each scaled to its own maximum (a flat
+        map is all zeros). The upsampled maps are :func:`upsample_cams` of the grid maps, the library's own
+        output.
     """
     (method,) = check_methods([method])
     if device is not None:
         model = model.to(device)
     device = next(model.parameters()).device
-    out = [np.zeros((0, *images.shape[-2:]), dtype=np.float32)]
-    with CAM_METHODS[method](model=model, target_layers=[target_layer(model)]) as cam:
+    out = []
+    with _on_grid(CAM_METHODS[method])(model=model, target_layers=[target_layer(model)]) as cam:
         for batch in images.split(batch_size):
             maps = _cam_batch(cam, batch.float().to(device))
             out.append(np.clip(np.nan_to_num(maps, nan=0.0), 0.0, 1.0).astype(np.float32))
-    return np.concatenate(out)
+    maps = np.concatenate(out) if out else np.zeros((0, *cam_grid_size(model, images.shape[-1])), np.float32)
+    return maps if on_grid else upsample_cams(maps, tuple(images.shape[-2:]))
 
 
-def cam_peak(cam: np.ndarray) -> tuple[int, int] | None:
-    """``(x, y)`` = (column, row) of the map's maximum on its own grid; None for a flat map (no peak)."""
+def cam_peak(cam: np.ndarray, shape: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    """``(x, y)`` = (column, row) where the map points; None for a flat map (no peak).
+
+    Args:
+        cam: an (h, w) map; among tied maxima the first in row-major order counts (``np.argmax``).
+        shape: (H, W) of the image the map belongs to, when ``cam`` is on a coarser grid (the feature grid of
+            ``compute_cams(..., on_grid=True)``). The peak is then the centre of the hottest cell on the image:
+            the pixel ``(floor((c + 0.5) W / w), floor((r + 0.5) H / h))``. Without it (or when the shapes are
+            equal) every cell is a pixel and the peak is the maximum itself.
+    """
     cam = np.asarray(cam)
-    if cam.size == 0 or np.ptp(cam) <= 0:
+    if cam.size == 0 or not np.isfinite(cam).all() or np.ptp(cam) <= 0:
         return None
     row, col = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    return int(col), int(row)
+    (h, w), (height, width) = cam.shape, shape or cam.shape
+    return int((col + 0.5) * width / w), int((row + 0.5) * height / h)
 
 
 def cam_to_original(cam: np.ndarray, transform: Transform) -> np.ndarray:
@@ -160,45 +200,67 @@ def cam_to_original(cam: np.ndarray, transform: Transform) -> np.ndarray:
     return transform.to_original_image(np.asarray(cam, dtype=np.float32))
 
 
-def peak_to_original(cam: np.ndarray, transform: Transform) -> np.ndarray:
-    """Original-image coordinates ``(x, y)`` of the CAM's maximum (of its first pixel for a flat map)."""
-    col, row = cam_peak(cam) or (0, 0)
-    return transform.to_original(np.array([[col, row]], dtype=np.float64))[0]
+def peak_to_original(cam: np.ndarray, transform: Transform) -> np.ndarray | None:
+    """Original-image coordinates ``(x, y)`` of where the map points (:func:`cam_peak` on the network input of
+    ``transform``; ``cam`` on the input grid or on the feature grid); None for a flat map."""
+    peak = cam_peak(cam, (transform.out_size, transform.out_size))
+    if peak is None:
+        return None
+    return transform.to_original(np.array([peak], dtype=np.float64))[0]
+
+
+def randomization_cascade(model: Classifier) -> tuple[str, ...]:
+    """Adebayo et al.'s cascade for ``model``: the head, then the blocks of layer4 from the last down (ResNet-18:
+    ``layer4.1, layer4.0``; ResNet-50: ``layer4.2, layer4.1, layer4.0``). The head comes first: a map computed on
+    layer4 that does not change when the head does cannot be explaining this head's logit."""
+    blocks = [f"backbone.layer4.{i}" for i in range(len(model.backbone.layer4))]
+    return ("head", *reversed(blocks))
 
 
 @dataclass(frozen=True)
 class RandomizationCheck:
-    """Maps of a trained model and of its randomised copy, and how alike they are.
+    """Maps of a trained model and of copies randomised step by step from the top, and how alike they are.
 
     Attributes:
         trained: (B, S, S) maps of the model as given.
-        randomized: (B, S, S) maps of the copy whose ``backbone.layer4`` and ``head`` were re-initialised.
-        spearman: (B,) rank correlation of each image's two maps (NaN where a map is flat). Near 1: the map
-            does not depend on what the top of the network learnt.
+        layers: the cascade's steps: step k re-initialised ``layers[: k + 1]`` (the head first).
+        randomized: (K, B, S, S) maps after each step of the cascade.
+        spearman: (K, B) rank correlation of each image's trained map with its map after each step (NaN where a
+            map is flat). Near 1: the map does not depend on what the re-initialised layers learnt.
     """
 
     trained: np.ndarray
+    layers: tuple[str, ...]
     randomized: np.ndarray
     spearman: np.ndarray
 
 
-def randomize_top(model: Classifier, seed: int = 0) -> Classifier:
-    """A copy of ``model`` with ``backbone.layer4`` and ``head`` re-initialised (seeded); ``model`` is unchanged.
+def randomize_layers(model: Classifier, layers: tuple[str, ...] | list[str], seed: int = 0) -> Classifier:
+    """A copy of ``model`` with the named submodules re-initialised (seeded); ``model`` is unchanged.
 
     The layers get torchvision's initialisation of a new ResNet-50 (He-normal convolutions, unit batch-norm
-    scales, default linear layers), so the copy is what these layers were before any training.
+    scales, default linear layers), so the copy holds what these layers were before any training. They are
+    drawn in the order given from one seeded stream, so the steps of a cascade (each list extending the last)
+    share the weights of the layers they have in common.
+
+    Args:
+        model: a :class:`~mammo_utils.models.Classifier`.
+        layers: names as ``model.named_modules()`` gives them, e.g. ``("head", "backbone.layer4.2")``.
+        seed: seed of the re-initialisation.
     """
     device = next(model.parameters()).device
     copy_ = copy.deepcopy(model).cpu()  # drawn on the CPU: the same weights on every device
+    named = dict(copy_.named_modules())
     with torch.random.fork_rng(devices=[]):  # the caller's random stream is left where it was
         torch.manual_seed(seed)
-        for module in (*copy_.backbone.layer4.modules(), *copy_.head.modules()):
-            if isinstance(module, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, torch.nn.BatchNorm2d):
-                module.reset_parameters()  # scale 1, shift 0, running mean 0 and variance 1
-            elif isinstance(module, torch.nn.Linear):
-                module.reset_parameters()
+        for name in layers:
+            for module in named[name].modules():
+                if isinstance(module, torch.nn.Conv2d):
+                    torch.nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                elif isinstance(module, torch.nn.BatchNorm2d):
+                    module.reset_parameters()  # scale 1, shift 0, running mean 0 and variance 1
+                elif isinstance(module, torch.nn.Linear):
+                    module.reset_parameters()
     return copy_.to(device).eval()
 
 
@@ -212,9 +274,17 @@ def spearman_per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def randomization_check(
-    model: Classifier, images: torch.Tensor, method: str = "gradcam", seed: int = 0, batch_size: int = 16
+    model: Classifier,
+    images: torch.Tensor,
+    method: str = "gradcam",
+    seed: int = 0,
+    batch_size: int = 16,
+    layers: tuple[str, ...] | None = None,
 ) -> RandomizationCheck:
-    """Model-randomisation sanity check (Adebayo et al. 2018) of one CAM method.
+    """Cascading model-randomisation sanity check (Adebayo et al. 2018) of one CAM method.
+
+    Step k re-initialises ``layers[: k + 1]`` (:func:`randomize_layers`): the head alone first, then one more
+    block of layer4 at each step, from the last down.
 
     Args:
         model: a trained :class:`~mammo_utils.models.Classifier` (left unchanged).
@@ -222,7 +292,11 @@ def randomization_check(
         method: a name of :data:`CAM_METHODS`.
         seed: seed of the re-initialisation.
         batch_size: images per forward/backward pass.
+        layers: the cascade, from the output down (default :func:`randomization_cascade` of ``model``).
     """
+    layers = tuple(layers) if layers is not None else randomization_cascade(model)
     trained = compute_cams(model, images, method, batch_size)
-    randomized = compute_cams(randomize_top(model, seed), images, method, batch_size)
-    return RandomizationCheck(trained, randomized, spearman_per_image(trained, randomized))
+    randomized = np.stack([compute_cams(randomize_layers(model, layers[: k + 1], seed), images, method, batch_size)
+                           for k in range(len(layers))])
+    spearman = np.stack([spearman_per_image(trained, maps) for maps in randomized])
+    return RandomizationCheck(trained, layers, randomized, spearman)

@@ -28,9 +28,12 @@ OUTCOMES = ("TP", "FP", "FN", "TN")
 
 
 def _overlay(
-    ax, image: np.ndarray, cam: np.ndarray | None, lesion: np.ndarray | None, extent=None, peak_xy=None
+    ax, image: np.ndarray, cam: np.ndarray | None, lesion: np.ndarray | None, extent=None, peak_xy=None,
+    grid: np.ndarray | None = None,
 ) -> None:
-    """Grey image, CAM in colour on top, lesion outline, and a cross at the CAM's maximum (or ``peak_xy``)."""
+    """Grey image, CAM in colour on top, lesion outline, and a cross where the map points (``peak_xy``; else,
+    given the map on its feature ``grid``, the centre of its hottest cell, as the pointing game scores it; else
+    the maximum of ``cam``)."""
     ax.imshow(image, cmap="gray", vmin=0, vmax=1, extent=extent, interpolation="nearest")
     if cam is not None:
         ax.imshow(cam, cmap=CAM_CMAP, alpha=CAM_ALPHA, vmin=0, vmax=1, extent=extent)
@@ -38,7 +41,7 @@ def _overlay(
         kw = {"extent": extent, "origin": "upper"} if extent is not None else {}
         ax.contour(np.asarray(lesion, dtype=float), levels=[0.5], colors=LESION_COLOUR, linewidths=1.2, **kw)
     if peak_xy is None and cam is not None and extent is None:
-        peak_xy = cam_peak(cam)
+        peak_xy = cam_peak(cam) if grid is None else cam_peak(grid, np.shape(image))
     if peak_xy is not None:
         ax.plot([peak_xy[0]], [peak_xy[1]], marker="+", color="white", markersize=10, markeredgewidth=2)
     ax.set_xticks([])
@@ -54,8 +57,10 @@ def plot_overlays(
     path: Path,
     title: str = "",
     max_rows: int = 8,
+    grids_by_method: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """One row per image: the input, then each method's CAM, with the lesion outlined in green."""
+    """One row per image: the input, then each method's CAM, with the lesion outlined in green (and, given the
+    maps on their feature grid, a cross at the centre of the hottest cell)."""
     indices = list(indices)[:max_rows]
     methods = list(cams_by_method)
     rows, cols = max(1, len(indices)), 1 + len(methods)
@@ -65,7 +70,8 @@ def plot_overlays(
         _overlay(axes[r, 0], arrays[i], None, lesions[i])
         axes[r, 0].set_ylabel(image_ids[i], fontsize=8)
         for c, method in enumerate(methods, start=1):
-            _overlay(axes[r, c], arrays[i], cams_by_method[method][i], lesions[i])
+            grid = None if grids_by_method is None else grids_by_method[method][i]
+            _overlay(axes[r, c], arrays[i], cams_by_method[method][i], lesions[i], grid=grid)
             if r == 0:
                 axes[r, c].set_title(method, fontsize=9)
     if not indices:
@@ -73,7 +79,7 @@ def plot_overlays(
         for ax in axes.ravel():
             ax.set_axis_off()
     axes[0, 0].set_title("input + lesion", fontsize=9)
-    fig.suptitle(f"{title}: CAMs (colour), lesion (green), CAM maximum (+)", fontsize=10)
+    fig.suptitle(f"{title}: CAMs (colour), lesion (green), where each map points (+)", fontsize=10)
     return save_figure(fig, path)
 
 
@@ -114,6 +120,7 @@ def plot_outcome_grid(
     path: Path,
     title: str = "",
     per_outcome: int = 4,
+    grids: np.ndarray | None = None,
 ) -> Path:
     """Rows of true positives, false positives, false negatives and true negatives (highest confidence first).
 
@@ -128,7 +135,7 @@ def plot_outcome_grid(
             ax = axes[r, c]
             if c < len(idx):
                 i = int(idx[c])
-                _overlay(ax, arrays[i], cams[i], lesions[i])
+                _overlay(ax, arrays[i], cams[i], lesions[i], grid=None if grids is None else grids[i])
                 ax.set_title(f"{image_ids[i]}  p={prob[i]:.2f}", fontsize=7)
             elif c == 0:  # keep the axes so the row keeps its label
                 ax.set_xticks([])
@@ -150,6 +157,7 @@ def plot_original_overlay(
     path: Path,
     title: str = "",
     max_display_px: int = 1024,
+    grid: np.ndarray | None = None,
 ) -> Path:
     """The same CAM on the network input and carried back onto the original image's pixel grid.
 
@@ -164,9 +172,9 @@ def plot_original_overlay(
     extent = (0, transform.orig_width, transform.orig_height, 0)
     fig = Figure(figsize=(9, 4.6))
     ax_in, ax_orig = fig.subplots(1, 2)
-    _overlay(ax_in, array, cam, lesion)
-    # The maximum found on the input and carried back as a point: it must land on the carried-back map's peak.
-    peak = peak_to_original(cam, transform) if cam_peak(cam) is not None else None
+    _overlay(ax_in, array, cam, lesion, grid=grid)
+    # The point the map points at on the input, carried back: it must land on the same place of the carried map.
+    peak = peak_to_original(cam if grid is None else grid, transform)
     ax_in.set_title(f"network input ({array.shape[1]}×{array.shape[0]} px)", fontsize=9)
     _overlay(ax_orig, image_o[::step, ::step], cam_o[::step, ::step],
              None if lesion_o is None else lesion_o[::step, ::step] > 0.5, extent=extent, peak_xy=peak)

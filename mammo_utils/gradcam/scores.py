@@ -12,18 +12,38 @@ import numpy as np
 import pandas as pd
 
 from mammo_utils.evaluate.metrics import bootstrap_ci
+from mammo_utils.gradcam.cams import cam_peak
 
 
-def pointing_game(cam: np.ndarray, lesion_mask: np.ndarray) -> bool:
-    """Whether the CAM's maximum falls inside the lesion (a hit in the pointing game).
+def pointing_game(cam: np.ndarray, lesion_mask: np.ndarray) -> float:
+    """Whether the map points inside the lesion: 1.0 (a hit), 0.0 (a miss), or NaN for a flat map.
 
-    A flat map (maximum equal to minimum) points nowhere and counts as a miss; among tied maxima the first
-    in row-major order is taken (ties are rare in real-valued maps).
+    The map points at the centre of its hottest cell (:func:`mammo_utils.gradcam.cams.cam_peak`): ``cam`` is
+    the map on its own grid (h, w), the feature grid of ``compute_cams(..., on_grid=True)``, and ``lesion_mask``
+    the lesion on the image (H, W). When the two have the same shape every cell is a pixel and this is the
+    classic pointing game (Zhang et al. 2016): the lesion at the map's maximum. Among tied maxima the first in
+    row-major order counts.
+
+    Why not the maximum of the upsampled map: bilinear upsampling replicates the edge cells outwards, so a peak
+    in the top row or left column becomes a plateau reaching the image border, and ``np.argmax`` takes its first
+    pixel, on the border (7 of the 16 cells of a 4 x 4 grid): a miss made by the scoring, not by the map.
+
+    Why no tolerance: Zhang et al. count a hit within 15 px of the annotation. On a 128 px input with 32 px
+    cells, 15 px is nearly half a cell, and the score could no longer be read against the chance level
+    (:func:`chance_level`, the lesion's share of the breast), which is the hit rate of a blind point. So the
+    point must fall inside the lesion itself.
+
+    A flat map (maximum equal to minimum: the ReLU removed every cell, or the method gave NaN) has no peak and
+    makes no claim: it scores NaN and is left out of the averages, as :func:`energy_inside` leaves out a map
+    with no energy. Stage 05 counts such maps (``n_flat``) and reads each score beside the chance level of the
+    same images.
     """
-    cam = np.asarray(cam, dtype=np.float64)
-    if cam.size == 0 or not np.isfinite(cam).all() or cam.max() <= cam.min():
-        return False
-    return bool(np.asarray(lesion_mask).reshape(-1)[int(np.argmax(cam))] > 0)
+    lesion = np.asarray(lesion_mask)
+    peak = cam_peak(np.asarray(cam, dtype=np.float64), lesion.shape)
+    if peak is None:
+        return float("nan")
+    col, row = peak
+    return float(lesion[row, col] > 0)
 
 
 def energy_inside(cam: np.ndarray, lesion_mask: np.ndarray) -> float:

@@ -24,7 +24,7 @@ from mammo_utils.config import Config, show_progress
 from mammo_utils.errors import CheckpointError, DataError
 from mammo_utils.evaluate.stage import decision_threshold, headline_predictions
 from mammo_utils.gradcam import figures
-from mammo_utils.gradcam.cams import TARGET_LAYER, cam_grid_size, check_methods, compute_cams
+from mammo_utils.gradcam.cams import TARGET_LAYER, cam_grid_size, check_methods, compute_cams, upsample_cams
 from mammo_utils.gradcam.road import ROAD_PERCENTILES, road_scores
 from mammo_utils.gradcam.scores import chance_level, energy_inside, patient_bootstrap_ci, pointing_game
 from mammo_utils.models import load_classifier
@@ -43,6 +43,13 @@ log = logging.getLogger(__name__)
 SECTIONS = ("task", "seed", "gradcam", "evaluate")  # and, through stage_key, everything stages 03 and 04 read
 ROAD_MAX_IMAGES = 8  # the noisy linear imputer solves one sparse system per image and threshold (~1 s at 512 px)
 CAM_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "eigencam": "EigenCAM"}  # figure titles
+# What the scores mean, written into localization.json's settings: a file scored under other rules is computed
+# again even when the stage's settings have not changed.
+SCORING = {
+    "chance": "lesion area / breast area on the network input grid",
+    "pointing_game": "hit when the centre of the hottest feature-grid cell lies in the lesion; a flat map is left "
+                     "out (NaN) and counted in n_flat",
+}
 
 
 @dataclass(frozen=True)
@@ -111,19 +118,25 @@ def _labels_and_probabilities(cfg: Config, predictions: pd.DataFrame, init: str,
     return labels, preds["probability"].to_numpy(dtype=np.float64)
 
 
-def _score_method(model, cams: np.ndarray, x: torch.Tensor, test: _TestImages, road_idx: list[int],
-                  chance: np.ndarray, cfg: Config) -> tuple[dict, dict]:
-    """One method's entry of ``localization.json`` and its per-image hits and energies (for the comparison)."""
+def _score_method(model, cams: np.ndarray, grids: np.ndarray, x: torch.Tensor, test: _TestImages,
+                  road_idx: list[int], chance: np.ndarray, cfg: Config) -> tuple[dict, dict]:
+    """One method's entry of ``localization.json`` and its per-image hits and energies (for the comparison).
+
+    The pointing game is played on the feature grid (``grids``), the energy on the upsampled maps (``cams``). A
+    flat map scores NaN in both and is left out; ``chance_level`` is the mean over the images that were scored,
+    so that each score is read beside the chance of the same images."""
     boot = _bootstrap_settings(cfg)
     lesions, with_lesion, patients = test.lesions, test.with_lesion, test.lesion_patients
-    hits = np.array([pointing_game(cams[i], lesions[i]) for i in with_lesion], dtype=np.float64)
+    hits = np.array([pointing_game(grids[i], lesions[i]) for i in with_lesion], dtype=np.float64)
     energy = np.array([energy_inside(cams[i], lesions[i]) for i in with_lesion], dtype=np.float64)
     road = road_scores(model, x[road_idx], cams[road_idx], seed=cfg.seed, batch_size=cfg.finetune.batch_size)
+    scored = np.isfinite(hits)
     entry = {
         "pointing_game": patient_bootstrap_ci(hits, patients, **boot),
         "energy_inside": patient_bootstrap_ci(energy, patients, **boot),
-        "chance_level": float(np.nanmean(chance)) if len(chance) else float("nan"),
+        "chance_level": float(np.nanmean(chance[scored])) if scored.any() else float("nan"),
         "n": len(with_lesion),
+        "n_flat": int((~scored).sum()),
         "road": {"mean": float(np.mean(road)) if len(road) else float("nan"), "n": int(len(road)),
                  "per_image": [float(v) for v in road]},
     }
@@ -134,25 +147,26 @@ def _bootstrap_settings(cfg: Config) -> dict:
     return dict(n_resamples=cfg.evaluate.bootstrap_resamples, seed=cfg.seed, level=cfg.evaluate.ci_level)
 
 
-def _draw_figures(init: str, test: _TestImages, cams_by_method: dict, labels, prob, threshold: float,
-                  overlay_idx: list[int], out_dir: Path) -> None:
-    """The three figures of one init; the outcome grid and the original overlay use the first method."""
+def _draw_figures(init: str, test: _TestImages, cams_by_method: dict, grids_by_method: dict, labels, prob,
+                  threshold: float, overlay_idx: list[int], out_dir: Path) -> None:
+    """The three figures of one init; the outcome grid and the original overlay use the first method. The cross
+    on each map is where the pointing game looks: the centre of the hottest feature-grid cell."""
     method = next(iter(cams_by_method))
-    cams = cams_by_method[method]
+    cams, grids = cams_by_method[method], grids_by_method[method]
     figures.plot_overlays(test.arrays, cams_by_method, test.lesions, overlay_idx, test.image_ids,
-                          out_dir / f"overlays_{init}.png", title=f"{init} classifier")
+                          out_dir / f"overlays_{init}.png", title=f"{init} classifier", grids_by_method=grids_by_method)
     if np.isfinite(prob).any():
         figures.plot_outcome_grid(test.arrays, cams, test.lesions, labels, prob, threshold, test.image_ids,
                                   out_dir / f"outcome_grid_{init}.png",
                                   title=f"{init} classifier, {CAM_NAMES.get(method, method)}, "
-                                        f"threshold {threshold:.2f}")
+                                        f"threshold {threshold:.2f}", grids=grids)
     else:
         log.warning("No test predictions for init %r; outcome grid skipped.", init)
     if overlay_idx:
         i = overlay_idx[0]
         figures.plot_original_overlay(test.arrays[i], cams[i], test.lesions[i],
                                       Transform.from_dict(test.table.iloc[i].to_dict()),
-                                      out_dir / f"original_overlay_{init}.png", title=test.image_ids[i])
+                                      out_dir / f"original_overlay_{init}.png", title=test.image_ids[i], grid=grids[i])
 
 
 def _gradcam_init(cfg: Config, init: str, methods: tuple[str, ...], test: _TestImages, predictions: pd.DataFrame,
@@ -162,29 +176,31 @@ def _gradcam_init(cfg: Config, init: str, methods: tuple[str, ...], test: _TestI
     model, _ = load_classifier(finetune_dir / init / "model.pt", hint=paths.how_to_run(cfg, "finetune"))
     device = placement(cfg).device
     model = model.to(device)
-    log.info("%s: CAMs on the %dx%d feature grid of %s", init, *cam_grid_size(model, test.arrays.shape[-1]),
-             TARGET_LAYER)
+    feature_grid = cam_grid_size(model, test.arrays.shape[-1])
+    log.info("%s: CAMs on the %dx%d feature grid of %s", init, *feature_grid, TARGET_LAYER)
     labels, prob = _labels_and_probabilities(cfg, predictions, init, test)
     threshold = decision_threshold(cfg, init)
     grid = figures.outcome_grid_indices(labels, prob, threshold) if np.isfinite(prob).any() else []
     x = torch.from_numpy(test.arrays[:, None])
     entry: dict = {"threshold": threshold, "methods": {}}
-    per_image, cams_by_method = {}, {}
+    per_image, cams_by_method, grids_by_method = {}, {}, {}
     for k, method in enumerate(methods):
         # CAMs only where something reads them: the scored images, the ROAD sample and, for the first method,
         # the outcome grid's images. The other maps stay zero and are never used.
         needed = sorted(set(samples["scored"]) | (set(grid) if k == 0 else set()))
-        cams = np.zeros(test.arrays.shape, dtype=np.float32)
+        grids = np.zeros((len(test.table), *feature_grid), dtype=np.float32)
         if needed:
-            cams[needed] = compute_cams(model, x[needed], method, batch_size=cfg.finetune.batch_size, device=device)
-        cams_by_method[method] = cams
-        entry["methods"][method], per_image[method] = _score_method(model, cams, x, test, samples["road"], chance,
-                                                                    cfg)
+            grids[needed] = compute_cams(model, x[needed], method, batch_size=cfg.finetune.batch_size,
+                                         device=device, on_grid=True)
+        cams = upsample_cams(grids, test.arrays.shape[-2:])
+        cams_by_method[method], grids_by_method[method] = cams, grids
+        entry["methods"][method], per_image[method] = _score_method(model, cams, grids, x, test, samples["road"],
+                                                                    chance, cfg)
         progress.update()
         log.info("%s %s: pointing game %.2f, energy inside %.2f", init, method,
                  entry["methods"][method]["pointing_game"]["estimate"],
                  entry["methods"][method]["energy_inside"]["estimate"])
-    _draw_figures(init, test, cams_by_method, labels, prob, threshold, samples["overlay"], out_dir)
+    _draw_figures(init, test, cams_by_method, grids_by_method, labels, prob, threshold, samples["overlay"], out_dir)
     return entry, per_image
 
 
@@ -234,7 +250,7 @@ def _summary(cfg: Config, methods: tuple[str, ...], test: _TestImages, samples: 
         "road": {"percentiles": list(ROAD_PERCENTILES), "n_images": len(samples["road"]),
                  "image_ids": [test.image_ids[i] for i in samples["road"]]},
         "settings": {"bootstrap_resamples": cfg.evaluate.bootstrap_resamples, "ci_level": cfg.evaluate.ci_level,
-                     "seed": cfg.seed, "chance": "lesion area / breast area on the network input grid"},
+                     "seed": cfg.seed, **SCORING},
         "inits": {},
     }
 
@@ -255,7 +271,7 @@ def run_gradcam(cfg: Config, force: bool = False) -> Path:
         The stage folder.
     """
     methods = check_methods(cfg.gradcam.cams)
-    run = StageRun(cfg, "gradcam", SECTIONS, ["localization.json"], force)
+    run = StageRun(cfg, "gradcam", SECTIONS, ["localization.json"], force or not _scored_as_now(cfg))
     if run.up_to_date:
         return run.folder
     images = load_index(cfg)
@@ -282,6 +298,17 @@ def run_gradcam(cfg: Config, force: bool = False) -> Path:
     atomic_write_json(out_dir / "localization.json", {**result, **provenance(cfg)})
     log.info("Explanations written to %s", out_dir)
     return run.finish(inits=inits)
+
+
+def _scored_as_now(cfg: Config) -> bool:
+    """Whether the stage's ``localization.json``, if any, was scored under today's :data:`SCORING` (True when
+    there is none: the stage's key then decides)."""
+    path = paths.stage_dir(cfg, "gradcam", create=False) / "localization.json"
+    try:
+        settings = json.loads(path.read_text()).get("settings", {})
+    except (OSError, json.JSONDecodeError):
+        return True
+    return all(settings.get(k) == v for k, v in SCORING.items())
 
 
 def load_localization(cfg: Config) -> dict:

@@ -24,9 +24,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import ndimage
 
 from mammo_utils.prepare.preprocess import Transform
+from mammo_utils.prepare.split import subsample_patients
 
 CROP_COLUMNS = ["crop_id", "image_id", "patient_id", "split", "fold", "label", "kind", "x", "y", "lesion_r"]
 
@@ -153,3 +155,22 @@ def tile_centres(film: np.ndarray, size_px: int, stride_px: int, min_breast: flo
             if breast[y0 : y0 + size_px, x0 : x0 + size_px].mean() >= min_breast:
                 centres.append((x0 + size_px // 2, y0 + size_px // 2))
     return centres
+
+
+def baseline_features(arrays: np.ndarray, name: str) -> torch.Tensor:
+    """Features of (N, S, S) crops without a network: ``pixels`` (the crop shrunk to 16 x 16 by averaging),
+    ``mean``, ``sd`` or ``mean_sd`` of its grey levels."""
+    x = torch.from_numpy(np.asarray(arrays, dtype=np.float32))
+    if name == "pixels":
+        return torch.nn.functional.adaptive_avg_pool2d(x[:, None], 16).flatten(1)
+    stats = {"mean": x.mean(dim=(1, 2)), "sd": x.std(dim=(1, 2))}
+    return torch.stack([stats[k] for k in ("mean", "sd")] if name == "mean_sd" else [stats[name]], dim=1)
+
+
+def labelled_women(crops: pd.DataFrame, train: np.ndarray, fraction: float, draw: int) -> np.ndarray:
+    """The training crops whose woman is labelled at ``fraction`` in draw ``draw`` (all of them at 1.0)."""
+    if fraction >= 1:
+        return train
+    women = crops[train].assign(abnormal=crops.label, malignant=0).groupby("patient_id", as_index=False).max()
+    kept = set(subsample_patients(women, fraction, draw).patient_id.astype(str))
+    return train & crops.patient_id.astype(str).isin(kept).to_numpy()

@@ -23,11 +23,13 @@ the same validation images (:func:`view_features`, :func:`representation_table`)
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pandas as pd
 import torch
 import torch.nn.functional as F
+
+from mammo_utils.models import normalize
+from mammo_utils.pretrain.views import views
+from mammo_utils.sections import ViewsConfig
 
 
 def alignment(z0: torch.Tensor, z1: torch.Tensor, alpha: float = 2.0) -> torch.Tensor:
@@ -98,37 +100,42 @@ def contrastive_probabilities(z0: torch.Tensor, z1: torch.Tensor, temperature: f
     return logits.softmax(dim=1)
 
 
-def two_views(images: torch.Tensor, transform: Callable, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two random views of each image, the same for a given seed (so two backbones can be compared on them).
+def two_views(regions: torch.Tensor, size_px: int, cfg: ViewsConfig, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Two random views of each region, the same for a given seed (so two backbones can be compared on them).
 
     Args:
-        images: (N, 1, S, S) images in [0, 1].
-        transform: a pair transform such as :func:`~mammo_utils.pretrain.views.simclr_views` (``x -> [v1, v2]``).
-        seed: seeds the views (the global random state is left as it was).
+        regions: (N, 1, R, R) regions in [0, 1]. size_px: side of a view. cfg: the views' settings.
+        seed: seeds the views.
 
     Returns:
-        ``(x0, x1)``: two (N, 1, size, size) tensors, the first and second view of each image.
+        ``(x0, x1)``: two (N, 1, size_px, size_px) tensors, the first and second view of each region.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        pairs = [transform(image.float()) for image in images]
-    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+    g = torch.Generator().manual_seed(seed)
+    return views(regions.float(), size_px, cfg, g), views(regions.float(), size_px, cfg, g)
+
+
+@torch.no_grad()
+def embed(backbone: torch.nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Backbone features (N, D) of (N, 1, S, S) images in [0, 1], in eval mode (the mode is restored)."""
+    was = backbone.training
+    backbone.eval()
+    out = torch.cat([backbone(normalize(images[i : i + batch_size].float())).float()
+                     for i in range(0, len(images), batch_size)])
+    backbone.train(was)
+    return out
 
 
 def view_features(backbone: torch.nn.Module, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A backbone's features of the first and second views (eval mode, no gradient).
+    """A backbone's features of the first and second views (eval mode, no gradient): ``(f0, f1)``, (N, D) each."""
+    return embed(backbone, x0), embed(backbone, x1)
 
-    Args:
-        backbone: a module mapping (B, 1, H, W) images (network scale) to (B, D) features, e.g.
-            :func:`~mammo_utils.models.resnet50_backbone`; grey levels are normalised first, as in training.
-        x0, x1: (N, 1, H, W) first and second views in [0, 1] (:func:`two_views`).
 
-    Returns:
-        ``(f0, f1)``: two (N, D) float tensors.
-    """
-    from mammo_utils.pretrain.stage import embed_images
-
-    return torch.from_numpy(embed_images(backbone, x0)), torch.from_numpy(embed_images(backbone, x1))
+def nearest_crops(backbone: torch.nn.Module, queries: torch.Tensor, bank: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """The indices (Q, k) of each query crop's ``k`` most similar bank crops (cosine of backbone features): what a
+    network "thinks" looks alike."""
+    q = F.normalize(embed(backbone, queries), dim=1)
+    b = F.normalize(embed(backbone, bank), dim=1)
+    return (q @ b.T).topk(k, dim=1).indices
 
 
 def representation_table(features: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> pd.DataFrame:

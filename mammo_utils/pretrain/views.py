@@ -83,14 +83,25 @@ def views(regions: torch.Tensor, size_px: int, cfg: ViewsConfig,
     Call it twice on the same regions for SimCLR's two views. ``generator`` (a CPU generator) makes the views
     reproducible, wherever the regions are.
     """
+    return view_steps(regions, size_px, cfg, generator)[-1][1]
+
+
+def view_steps(regions: torch.Tensor, size_px: int, cfg: ViewsConfig,
+               generator: torch.Generator | None = None) -> list[tuple[str, torch.Tensor]]:
+    """:func:`views` step by step: ``[(name, images after that step), ...]``, from the regions to the view."""
+    steps = [("region", regions)]
     b = regions.shape[0]
     theta = crop_affine(b, cfg, generator).to(regions.device, regions.dtype)
     grid = F.affine_grid(theta, [b, 1, size_px, size_px], align_corners=False)
     x = F.grid_sample(regions, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    steps.append(("crop, flip, turn", x))
     x = intensity(x, cfg, generator)
+    steps.append(("gamma, contrast, brightness", x))
     if cfg.blur_prob > 0:
         sigma = _uniform(b, *cfg.blur_sigma, generator).to(x.device)
         x = gaussian_blur(x, sigma, (_uniform(b, 0, 1, generator) < cfg.blur_prob).to(x.device))
+        steps.append(("blur (some)", x))
     if cfg.noise_std > 0:
         x = x + torch.randn(x.shape, generator=generator).to(x.device, x.dtype) * cfg.noise_std
-    return x.clamp(0, 1)
+    steps.append(("noise", x.clamp(0, 1)))
+    return steps

@@ -23,13 +23,18 @@ def my_grad_cam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Ten
     return torch.relu((weights[:, None, None] * activations).sum(dim=0))
 
 
-def my_pointing_game(cam: np.ndarray, lesion_mask: np.ndarray) -> bool:
-    """True when the map's maximum (the first one, row-major) lies inside the lesion; a flat map is a miss."""
-    cam = np.asarray(cam)
+def my_pointing_game(cam: np.ndarray, lesion_mask: np.ndarray) -> float:
+    """1.0 when the map points inside the lesion, 0.0 when it points outside, NaN for a flat map (no peak).
+
+    ``cam`` is the map on its own (h, w) grid, ``lesion_mask`` the lesion on the (H, W) image: the map points at
+    the centre of its hottest cell (the first maximum in row-major order)."""
+    cam, mask = np.asarray(cam), np.asarray(lesion_mask)
     if cam.max() <= cam.min():
-        return False
-    row, col = np.unravel_index(np.argmax(cam), cam.shape)
-    return bool(lesion_mask[row, col] > 0)
+        return float("nan")
+    r, c = np.unravel_index(np.argmax(cam), cam.shape)
+    row = int((r + 0.5) * mask.shape[0] / cam.shape[0])
+    col = int((c + 0.5) * mask.shape[1] / cam.shape[1])
+    return float(mask[row, col] > 0)
 
 
 def my_energy_inside(cam: np.ndarray, lesion_mask: np.ndarray) -> float:

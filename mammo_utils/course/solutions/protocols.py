@@ -7,10 +7,17 @@ import pandas as pd
 
 
 def my_patient_folds(films: pd.DataFrame, n_folds: int, seed: int) -> pd.Series:
-    """One fold per film, dealt by woman: every film of a woman lands in her fold."""
-    women = np.array(sorted(films["patient_id"].unique()))
-    women = women[np.random.default_rng(seed).permutation(len(women))]
-    fold_of = {w: i % n_folds for i, w in enumerate(women)}
+    """One fold per film, dealt by woman: every film of a woman lands in her fold. Stratified on the woman's worst
+    label: each label's women, in a seeded random order, are dealt round-robin, continuing from one label to the
+    next, so every fold gets its share of each label and the folds differ in size by at most one."""
+    worst = films.groupby("patient_id")["label"].max()
+    rng = np.random.default_rng(seed)
+    fold_of, dealt = {}, 0
+    for label in sorted(worst.unique()):
+        women = np.array(sorted(worst.index[worst == label]))
+        for woman in women[rng.permutation(len(women))]:
+            fold_of[woman] = dealt % n_folds
+            dealt += 1
     return films["patient_id"].map(fold_of)
 
 

@@ -71,6 +71,10 @@ class ContrastiveModule(pl.LightningModule):
         (how often a view's partner wins among the candidates)."""
         raise NotImplementedError
 
+    def contrastive_loss(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        """The method's loss alone (what an optimisation step minimises)."""
+        return self.contrastive_step(x0, x1)[0]
+
     def constant_output_loss(self) -> float:
         """The loss of a network that gives every view the same vector: the level training must end below."""
         raise NotImplementedError

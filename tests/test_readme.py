@@ -1,0 +1,48 @@
+"""The README's results come from the published files: every generated block holds exactly what its file renders
+to, and no placeholder is left for a reader to find."""
+
+import re
+import shutil
+from pathlib import Path
+
+from mammo_utils.course.readme import BLOCK, render, update_readme
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+
+
+def test_every_generated_block_is_what_its_published_file_says(tmp_path):
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    blocks = BLOCK.findall(readme.read_text())
+    assert {kind for _, kind, _, _, _ in blocks} >= {"pretraining", "ssl_gain", "claim", "recipe"}
+    assert not update_readme(readme, RESULTS), "README.md is stale: run `python -m mammo_utils publish` again"
+    for _, kind, run, body, _ in blocks:
+        assert body.strip() == render(kind, run, RESULTS).strip(), (kind, run)
+
+
+def test_no_placeholder_is_left_in_the_readme_or_the_notebooks():
+    texts = [ROOT / "README.md", *sorted((ROOT / "notebooks").glob("*.ipynb"))]
+    for path in texts:
+        left = re.findall(r"\b(?:TIME_[A-Z]+|[A-Z]+_(?:TABLE|SECTION))\b", path.read_text())
+        assert not left, f"{path.name} still holds {sorted(set(left))}"
+
+
+def test_a_changed_file_changes_the_readme(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(RESULTS / "recipe", results / "recipe")
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- generated: recipe recipe -->\nold\n<!-- end generated -->\ny\n")
+    assert update_readme(readme, results)
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("x\n") and text.endswith("y\n") and "| variant |" in text
+    csv = results / "recipe" / "recipe_search.csv"
+    lines = csv.read_text().splitlines()
+    lines[1] = lines[1].replace(lines[1].split(",")[0], "a-new-variant", 1)
+    csv.write_text("\n".join(lines) + "\n")
+    assert update_readme(readme, results) and "a-new-variant" in readme.read_text()
+    assert not update_readme(readme, results)  # written once, then stable
+    (results / "gone").mkdir()
+    readme.write_text("<!-- generated: pretraining gone -->\n<!-- end generated -->\n")
+    update_readme(readme, results)
+    assert "Not published yet: `docs/results/gone/pretraining.json`" in readme.read_text()
