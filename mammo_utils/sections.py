@@ -162,29 +162,48 @@ class ProtocolsConfig:
     enabled: bool = False
     seeds: int = 5  # every arm is cross-validated once per seed; the table gives mean and spread over them
     copies: tuple[int, ...] = (1, 2, 4, 8)  # A2: augmented copies per film made before the split (K)
-    patch_size_px: int = 64  # A3: side of a patch in the film's own pixels (native resolution)
-    patches_per_site: int = 4  # overlapping patches around each lesion / bright spot
+    # A2's two copy strengths: "finetune", the project's fine-tuning augmentation (a crop of 80-100% with the
+    # aspect changed, a flip half the time, up to 10 degrees: a copy that is not a near-duplicate), and "offline",
+    # the offline augmentation of public pre-augmented mammography sets (a flip, a small shift, noise), below.
+    copy_strengths: tuple[str, ...] = ("finetune", "offline")
+    offline_flip_prob: float = 0.5  # a horizontal flip (a left breast turned into a right one)
+    offline_shift: float = 0.03  # the largest shift, as a share of the side, in x and in y
+    offline_noise_sd: float = 0.02  # Gaussian noise on grey levels in [0, 1]
+    # The random-label control: every arm and every model again with the labels permuted among women (each
+    # woman keeps one label across her films, copies and patches), a fresh permutation per seed.
+    label_sets: tuple[str, ...] = ("real", "random")
+    patches_per_site: int = 4  # overlapping patches (crops.size_px, cut from the films at crops.film_size_px)
     normal_sites_per_film: int = 1  # bright spots of each normal film that give normal-tissue patches
+    patch_match_sd: bool = True  # each normal patch's bright spot chosen so that its SD matches a lesion patch's
     # Logistic regression on frozen features: C fixed in advance (scikit-learn's default, not tuned), and the
     # iteration counts at which it may stop (its "epochs": chosen on validation, or on test in A4 and A5).
     logistic_c: float = 1.0
     lr_iterations: tuple[int, ...] = (2, 5, 10, 20, 50, 100)
     a4_configs: int = 24  # N: epoch x seed configurations that A4 and A5 choose among on the test fold
-    # May the study pretrain the per-fold backbones it needs (patch SimCLR; film SimCLR where stage 02 has
-    # none)? Off at smoke, where those rows are then left out with a reason.
-    pretrain_folds: bool = True
-    patch_pretrain_epochs: int = 5
-    # The fine-tuned CNN (fit_full) at a small size: one training per seed (seed s tests fold s).
-    cnn_seeds: int = 5
-    cnn_steps: int = 60
-    cnn_checks: int = 6  # validations along the way; the best one's weights are kept (the epoch choice)
-    cnn_size_px: int = 64  # whole films are shrunk to this for the CNN; patches keep their native size
-    cnn_copies: int = 4  # the K of A2 under the CNN
-    cnn_inits: tuple[str, ...] = ("random",)  # of the whole-film CNN (A3b's CNN runs both inits)
+    pixels_px: int = 32  # the side at which 1-nearest-neighbour and the CNN read raw pixels
+    # The memorising CNN (mammo_utils.protocols.cnn): trained from random weights on the raw pixels until it fits
+    # its training items (accuracy >= cnn_fit_accuracy) or cnn_max_epochs; one cross-validation per seed for the
+    # first cnn_seeds seeds, every item tested exactly once in each. On the film arms, for each K in cnn_copies
+    # (empty: no CNN).
+    cnn_copies: tuple[int, ...] = (1, 2, 4, 8)
+    cnn_seeds: int = 1
+    cnn_width: int = 16  # channels of its first convolution (doubled twice)
+    cnn_fit_accuracy: float = 0.99
+    cnn_max_epochs: int = 150
+    cnn_batch_size: int = 64
+    cnn_lr: float = 3e-3
 
     def __post_init__(self) -> None:
-        for name in ("copies", "lr_iterations"):  # overrides arrive as strings
-            values = tuple(sorted({int(v) for v in getattr(self, name)}))
-            if not values or values[0] < 1:
-                raise ConfigError(f"protocols.{name} must be positive integers, got {getattr(self, name)!r}.")
+        for name in ("copies", "lr_iterations", "cnn_copies"):  # overrides arrive as strings
+            raw = getattr(self, name)
+            values = tuple(sorted({int(v) for v in raw if str(v).strip()}))
+            if (not values and name != "cnn_copies") or (values and values[0] < 1):
+                raise ConfigError(f"protocols.{name} must be positive integers, got {raw!r}.")
             object.__setattr__(self, name, values)
+        if int(self.cnn_seeds) < 1 or int(self.cnn_seeds) > int(self.seeds):
+            raise ConfigError(f"protocols.cnn_seeds must be between 1 and protocols.seeds ({self.seeds}), "
+                              f"got {self.cnn_seeds!r}.")
+        unknown = set(self.copy_strengths) - {"finetune", "offline"} | set(self.label_sets) - {"real", "random"}
+        if unknown or not self.copy_strengths or "real" not in self.label_sets:
+            raise ConfigError(f"protocols.copy_strengths takes finetune and/or offline, protocols.label_sets real "
+                              f"and optionally random; got {self.copy_strengths!r} and {self.label_sets!r}.")

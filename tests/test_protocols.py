@@ -1,6 +1,7 @@
 """The protocol study: each arm's split has exactly the leak it is meant to have and no other (and a split broken
-on purpose is caught), the choices on validation and on test, the metrics against scikit-learn, the patches and
-their controls, and the stage end to end on a tiny synthetic run."""
+on purpose is caught), the choices on validation and on test, the metrics against scikit-learn, the copies, the
+random labels, the models that memorise, a positive control (a leak that must pay on random labels while the
+honest arm stays at chance), the patches and their statistics, and the stage end to end on a tiny synthetic run."""
 
 from __future__ import annotations
 
@@ -9,25 +10,23 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
 from mammo_utils.config import load_config
 from mammo_utils.prepare.split import assign_splits
 from mammo_utils.protocols import probe, splits
 from mammo_utils.protocols.arms import plan_arms, split_arm
+from mammo_utils.protocols.cnn import CnnSettings, fit_until_memorised, run_cnn
 from mammo_utils.protocols.crossval import ProbeSettings, run_logistic
-from mammo_utils.protocols.patches import (
-    PatchPlan,
-    bright_spots,
-    centre_contrast,
-    cut,
-    lesion_sites,
-    site_patches,
-)
+from mammo_utils.protocols.items import OfflineAugment, augmented_copies, offline_copy, with_copies
+from mammo_utils.protocols.labels import permuted_women_labels, with_labels, women_labels
+from mammo_utils.protocols.nearest import nearest_scores, run_nearest
+from mammo_utils.protocols.patches import PatchPlan, bright_spots, site_patches, statistics
 from mammo_utils.protocols.scoring import nearest_train_similarity, over_seeds, pooled_metrics
 
 N_FOLDS, VAL_SHARE = 5, 0.25
-ARMS = {a.name: a for a in plan_arms((1, 2, 4, 8))}
+ARMS = {a.name: a for a in plan_arms((1, 2, 4, 8), ("finetune", "offline"))}
 
 
 def films(n_women: int = 60, seed: int = 0) -> pd.DataFrame:
@@ -97,7 +96,7 @@ def test_a1_splits_by_film_so_women_straddle_but_no_film_is_in_two_places():
 @pytest.mark.parametrize("k", [1, 2, 4, 8])
 def test_a2_twin_share_matches_its_construction(k):
     table = copies(films(100), k)
-    ps = profiles(f"A2 K={k}", table, seeds=(0, 1, 2))
+    ps = profiles(f"A2 K={k} offline", table, seeds=(0, 1, 2))
     measured = np.average([p["test_share_film_in_train"] for p in ps], weights=[p["n_test"] for p in ps])
     expected = splits.expected_twin_share(k, N_FOLDS, VAL_SHARE)
     assert measured == pytest.approx(expected, abs=0.05)
@@ -131,8 +130,9 @@ def test_a4_and_a5_choose_on_test_and_only_there():
         assert {f["chosen_on"] for f in run.folds} == {chosen_on}
         assert {f["n_configurations"] for f in run.folds} == {4 if chosen_on == "test" else 2}
         assert sorted(run.rows.item_id) == sorted(table.item_id)
-    a5 = ARMS["A5"]
-    assert a5.select_on_test and a5.copies == 8 and a5.unit == "item_id"
+    for strength in ("finetune", "offline"):
+        a5 = ARMS[f"A5 {strength}"]
+        assert a5.select_on_test and a5.copies == 8 and a5.unit == "item_id" and a5.strength == strength
 
 
 # --- a split broken on purpose is caught by the same measurements --------------------------------------------
@@ -222,37 +222,138 @@ def test_logistic_path_stops_where_asked_and_learns_a_separable_task():
 # --- patches and controls -----------------------------------------------------------------------------------------
 
 
-def test_lesion_sites_take_circles_boxes_and_masks_and_skip_unlocated_findings():
-    images = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "abnormal": [1, 1, 1, 0]})
-    nan = float("nan")
-    lesions = pd.DataFrame([
-        {"image_id": "a", "shape": "circle", "cx": 10, "cy": 20, "r": 5, "x0": 5, "y0": 15, "x1": 15, "y1": 25},
-        {"image_id": "b", "shape": "box", "cx": nan, "cy": nan, "r": nan, "x0": 0, "y0": 0, "x1": 10, "y1": 4},
-        {"image_id": "c", "shape": "none", "cx": nan, "cy": nan, "r": nan, "x0": nan, "y0": nan, "x1": nan,
-         "y1": nan}])
-    sites = lesion_sites(images, lesions).set_index("image_id")
-    assert list(sites.index) == ["a", "b"]
-    assert tuple(sites.loc["a"]) == (10, 20, 5) and tuple(sites.loc["b"]) == (5, 2, 5)
-
-
 def test_patches_stay_in_the_film_and_are_shifted_at_most_the_jitter():
-    pixels = np.zeros((200, 300), np.float32)
+    pixels = np.ones((200, 300), np.float32)
     plan = PatchPlan(size_px=40, patches_per_site=20)
     for patch, x, y in site_patches(pixels, 100, 100, plan, np.random.default_rng(0)):
         assert patch.shape == (40, 40) and abs(x - 100) <= 11 and abs(y - 100) <= 11
-    patch, x, y = cut(pixels, 5, 195, 40)  # at a corner: moved inside
-    assert patch.shape == (40, 40) and (x, y) == (20, 180)
+    (patch, x, y), = site_patches(pixels, 5, 195, PatchPlan(size_px=40, patches_per_site=1), np.random.default_rng(0))
+    assert patch.shape == (40, 40) and (x, y) == (20, 180)  # at a corner: moved inside
 
 
-def test_bright_spots_lie_on_bright_tissue_and_the_centre_cue_sees_a_centred_blob():
+def test_bright_spots_lie_on_bright_tissue_and_the_statistics_see_a_centred_blob():
     yy, xx = np.mgrid[:256, :256]
     film = np.where((xx - 128) ** 2 + (yy - 128) ** 2 < 110**2, 0.3, 0.0).astype(np.float32)
-    film += 0.6 * np.exp(-((xx - 150) ** 2 + (yy - 120) ** 2) / 50.0)
-    (x, y), = bright_spots(film, 1, 32, np.random.default_rng(0))
+    film += 0.6 * np.exp(-((xx - 150) ** 2 + (yy - 120) ** 2) / 50.0) * (film > 0)
+    (x, y), = bright_spots(film, 1, 32)
     assert abs(x - 150) <= 3 and abs(y - 120) <= 3
-    centred, off = cut(film, 150, 120, 32)[0], cut(film, 150 + 14, 120 + 14, 32)[0]
-    contrast = centre_contrast(np.stack([centred, off]))
-    assert contrast[0] > contrast[1]
+    centred, off = film[104:136, 134:166], film[118:150, 148:180]
+    stats = statistics(np.stack([centred, off]))
+    assert stats["centre"][0] > stats["centre"][1] and stats["sd"][0] > 0
+    assert stats["mean"] == pytest.approx(np.stack([centred, off]).mean(axis=(1, 2)))
+
+
+# --- copies, random labels, models that memorise ------------------------------------------------------------------
+
+
+def textured_films(table: pd.DataFrame, size: int = 32, seed: int = 0) -> pd.DataFrame:
+    """``table`` with ``array_path`` to a smooth random texture per film (no two films alike), written to a temp
+    folder: films a pixel model can tell apart, and nothing in them about their label."""
+    import tempfile
+
+    from scipy import ndimage
+
+    from mammo_utils.protocols.items import save_npy
+
+    folder = tempfile.mkdtemp(prefix="films-")
+    rng = np.random.default_rng(seed)
+    paths = []
+    for image_id in table.image_id:
+        x = ndimage.gaussian_filter(rng.random((size, size)), 2.0)
+        save_npy(f"{folder}/{image_id}.npy", (x - x.min()) / (x.max() - x.min() + 1e-9))
+        paths.append(f"{folder}/{image_id}.npy")
+    return table.assign(array_path=paths)
+
+
+def test_offline_copies_are_near_duplicates_and_nested(tmp_path):
+    table = textured_films(films(3))
+    image, *others = (np.load(p).astype(np.float32) for p in table.array_path)
+    offline = OfflineAugment(flip_prob=0.5, shift=0.03, noise_sd=0.02)
+    for seed in range(10):
+        copy = offline_copy(image, seed, offline)
+        assert copy.shape == image.shape and copy.min() >= 0 and copy.max() <= 1
+        plain = min(np.abs(copy - image).mean(), np.abs(copy[:, ::-1] - image).mean())  # the flip undone
+        assert plain < 0.6 * min(np.abs(o - image).mean() for o in others)  # nearer its film than any other film
+    assert np.array_equal(offline_copy(image, 3, offline), offline_copy(image, 3, offline))
+    from mammo_utils.config import AugmentConfig
+
+    eight = augmented_copies(table, 8, tmp_path / "c", 32, AugmentConfig(), 0, "offline", offline)
+    assert len(eight) == 8 * len(table) and set(eight.strength) == {"offline"}
+    assert eight.item_id.str.contains("~o").all() and with_copies(eight, 2, "offline")["copy"].max() == 1
+    again = augmented_copies(table, 2, tmp_path / "c", 32, AugmentConfig(), 0, "offline", offline)
+    assert list(again.item_id) == list(with_copies(eight, 2).sort_values(["image_id", "copy"]).item_id) or \
+        set(again.item_id) == set(with_copies(eight, 2).item_id)  # K = 2 is the first two of the K = 8 set
+
+
+def test_random_labels_keep_one_label_per_woman_and_as_many_positive_women():
+    table = copies(films(50), 4)
+    random = with_labels(table, "random", seed=3)
+    assert random.groupby("patient_id")["label"].nunique().max() == 1
+    assert women_labels(random).sum() == women_labels(table).sum()
+    assert not permuted_women_labels(table, 3).equals(permuted_women_labels(table, 4))
+    assert with_labels(table, "real", seed=3) is table
+
+
+def test_nearest_neighbour_copies_the_label_of_the_nearest_memory_item():
+    memory = np.eye(4, dtype=np.float32)
+    score, nearest, similarity = nearest_scores(memory, np.array([1, 0, 0, 1]), memory[[3, 1]] * 5)
+    assert list(nearest) == [3, 1] and similarity == pytest.approx([1, 1])
+    assert score[0] > 0 > score[1]  # positive where the nearest memory item is positive
+
+
+def test_the_cnn_fits_random_labels_and_says_how_long_it_took():
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((48, 1, 16, 16)).astype(np.float32))
+    y = rng.integers(0, 2, 48)
+    fit = fit_until_memorised(x, y, x[:4], x[:8], CnnSettings(width=8, max_epochs=60, batch_size=16, lr=3e-3), 0)
+    assert fit.train_accuracy >= 0.99 and 1 <= fit.epochs < 60 and fit.steps == fit.epochs * 3
+    assert len(fit.test_path) == fit.epochs and fit.test_path[-1].shape == (8,)
+
+
+def test_the_cnns_a2_row_is_one_cross_validation_every_copy_tested_once():
+    items = split_arm(ARMS["A2 K=2 offline"], copies(films(20), 2), N_FOLDS, 0)
+    pixels = np.random.default_rng(0).random((len(items), 16, 16)).astype(np.float32)
+    a2, a5 = ARMS["A2 K=2 offline"], ARMS["A5 offline"]
+    runs = run_cnn([a2, a5], items, pixels, 0, N_FOLDS, VAL_SHARE, CnnSettings(width=4, max_epochs=2))
+    for run in runs.values():
+        assert sorted(run.rows.item_id) == sorted(items.item_id)  # each copy exactly once
+        assert len(run.folds) == N_FOLDS and all(f["epochs"] >= 1 for f in run.folds)
+    assert {f["chosen_on"] for f in runs[a5.name].folds} == {"test"}
+
+
+def _control(arm_name: str, broken: bool = False) -> dict:
+    """1-NN on raw pixels under ``arm_name`` with random labels, on textured synthetic films and 8 offline
+    copies of each."""
+    import tempfile
+
+    from mammo_utils.config import AugmentConfig
+
+    table = textured_films(films(40, seed=5), size=24, seed=5)
+    eight = augmented_copies(table, 8, tempfile.mkdtemp(prefix="copies-"), 24, AugmentConfig(), 0, "offline",
+                             OfflineAugment())
+    arm = ARMS[arm_name]
+    items = table if not arm.copies else eight
+    items = with_labels(items.drop(columns=["copy", "strength"], errors="ignore"), "random", seed=11)
+    split = split_arm(arm, items, N_FOLDS, 0) if not broken else splits.folds_by(items, "image_id", N_FOLDS, 0)
+    pixels = np.stack([np.load(p).astype(np.float32).ravel() for p in split.array_path])
+    run = run_nearest(arm, split, lambda k: pixels, 0, N_FOLDS, VAL_SHARE)
+    assert sorted(run.rows.item_id) == sorted(items.item_id)
+    return pooled_metrics(run.rows, n_resamples=300, level=0.95, seed=0)
+
+
+def test_positive_control_a_leak_pays_on_random_labels_and_the_honest_arm_stays_at_chance():
+    leaky = _control("A2 K=8 offline")
+    assert leaky["accuracy"]["value"] >= 0.9  # the protocol alone, on labels that mean nothing
+    honest = _control("A0")
+    assert honest["balanced_accuracy"]["low"] <= 0.5 <= honest["balanced_accuracy"]["high"]
+
+
+def test_the_positive_control_can_tell_a_leak_that_pays_from_one_that_does_not():
+    # The same copies and model with A2's split broken (a film's copies dealt together, as if split by film): no
+    # test copy has a twin in training, and the random labels fall back to chance.
+    broken = _control("A2 K=8 offline", broken=True)
+    assert broken["accuracy"]["value"] < 0.75
+    assert broken["balanced_accuracy"]["low"] <= 0.5 <= broken["balanced_accuracy"]["high"]
 
 
 # --- configuration and the stage --------------------------------------------------------------------------------
@@ -265,35 +366,56 @@ def test_reproduce_runs_the_study_at_smoke_where_the_dataset_is_cross_validated_
     assert not load_config("demo", "mias").protocols.enabled
     assert not load_config("smoke", "cbis-ddsm").protocols.enabled
     demo = load_config("demo", "mias").protocols
-    assert demo.seeds >= 5 and demo.copies == (1, 2, 4, 8)
+    assert demo.seeds >= 5 and demo.copies == (1, 2, 4, 8) and demo.cnn_copies == demo.copies
+    assert demo.copy_strengths == ("finetune", "offline") and demo.label_sets == ("real", "random")
     cfg = load_config("smoke", "synthetic", overrides=["protocols.copies=8,2", "protocols.enabled=true"])
     assert cfg.protocols.copies == (2, 8) and cfg.protocols.enabled
+    with pytest.raises(Exception, match="copy_strengths"):
+        load_config("smoke", "synthetic", overrides=["protocols.copy_strengths=rotate"])
+    assert load_config("smoke", "synthetic", overrides=["protocols.cnn_seeds=2"]).protocols.cnn_seeds == 2
+    with pytest.raises(Exception, match="cnn_seeds"):
+        load_config("smoke", "synthetic", overrides=["protocols.cnn_seeds=3"])  # more than protocols.seeds
 
 
 def test_the_stage_writes_its_table_figures_and_strict_json(tiny_cfg):
     from dataclasses import replace
 
     from mammo_utils.prepare.stage import run_prepare
-    from mammo_utils.pretrain.stage import run_pretrain
     from mammo_utils.protocols.study import run_protocols
 
-    cfg = replace(tiny_cfg, protocols=replace(tiny_cfg.protocols, seeds=2, copies=(1, 2), patch_size_px=16,
-                                              cnn_size_px=32, cnn_copies=2))
+    cfg = replace(tiny_cfg, protocols=replace(tiny_cfg.protocols, seeds=2, copies=(1, 2), cnn_copies=(2,),
+                                              cnn_max_epochs=3, cnn_seeds=2))
     run_prepare(cfg, workers=1)
-    run_pretrain(cfg)
-    out = run_protocols(cfg)
-    for name in ("protocols.json", "protocols.md", "protocols.csv", "protocols.png", "fingerprint.png"):
+    out = run_protocols(cfg)  # stage 02 has not run: the self-supervised rows are left out, with the reason
+    for name in ("protocols.json", "protocols.md", "protocols.csv", "protocols.png", "fingerprint.png",
+                 "predictions.csv.gz", "readme_section.md"):
         assert (out / name).stat().st_size > 100, name
     summary = json.loads((out / "protocols.json").read_text(), parse_constant=lambda c: pytest.fail(c))
-    arms = {(r["model"], r["arm"], r["init"]) for r in summary["results"]}
-    assert {("logistic", a, "random") for a in ("A0", "A1", "A2 K=1", "A2 K=2", "A3a", "A3b", "A4", "A5")} <= arms
-    assert ("cnn", "A0", "random") in arms and ("cnn", "A2 K=2", "random") in arms
-    # no per-fold SimCLR backbones on synthetic at smoke: those rows are left out, with the reason
-    assert {s["init"] for s in summary["skipped"]} == {"simclr"} and summary["skipped"][0]["reason"]
+    keys = {(r["model"], r["features"], r["arm"], r["labels"]) for r in summary["results"]}
+    film_arms = ("A0", "A1", "A2 K=1 finetune", "A2 K=2 offline", "A4", "A5 finetune", "A5 offline")
+    for labels in ("real", "random"):
+        assert {("logistic", "random", a, labels) for a in (*film_arms, "A3a", "A3b")} <= keys
+        assert {("nearest", "pixels", a, labels) for a in (*film_arms, "A3a", "A3b")} <= keys
+        assert {("logistic", stat, "A3b", labels) for stat in ("mean", "sd", "centre")} <= keys
+        assert {("cnn", "pixels", a, labels) for a in ("A0", "A4", "A1", "A2 K=2 offline", "A5 offline")} <= keys
+    assert {s["features"] for s in summary["skipped"]} == {"simclr"} and summary["skipped"][0]["reason"]
     a0 = next(r for r in summary["results"] if r["arm"] == "A0" and r["model"] == "logistic")
     assert a0["leak"]["women_in_train_and_test"] == 0 and len(a0["seeds"]) == 2
-    table = (out / "protocols.md").read_text()
-    assert "paper's claim" in table and "**A0** (honest)" in table
+    n_copies = 2 * summary["items"]["films"]
+    for labels in ("real", "random"):
+        # The CNN's A2 row: one cross-validation per seed, each of its seeds testing all 2 x films copies.
+        cnn = next(r for r in summary["results"] if r["arm"] == "A2 K=2 offline" and r["model"] == "cnn"
+                   and r["labels"] == labels)
+        assert [s["seed"] for s in cnn["seeds"]] == summary["seeds"][:2]
+        assert all(sum(f["n_test"] for f in s["folds"]) == n_copies for s in cnn["seeds"])
+        assert all(e >= 1 for e in cnn["fit"]["epochs"]) and all(s >= 1 for s in cnn["fit"]["steps"])
+    predictions = pd.read_csv(out / "predictions.csv.gz", dtype={"item_id": str})
+    assert {"item_id", "fold", "score", "threshold", "labels"} <= set(predictions.columns)
+    cnn_a2 = predictions.query("model == 'cnn' and arm == 'A2 K=2 offline'")
+    assert cnn_a2.groupby("labels").item_id.agg(lambda ids: ids.is_unique and len(ids) == n_copies).all()
+    assert "CNN trained" in (out / "protocols.md").read_text()  # its epochs and steps, stated
+    assert "all-negative" in (out / "protocols.md").read_text() or "floor" in (out / "protocols.md").read_text()
+    assert "| arm | leak |" in (out / "readme_section.md").read_text()
     stamp = (out / "stage.json").stat().st_mtime_ns
     run_protocols(cfg)
     assert (out / "stage.json").stat().st_mtime_ns == stamp  # unchanged settings: not run again

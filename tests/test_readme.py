@@ -15,7 +15,7 @@ def test_every_generated_block_is_what_its_published_file_says(tmp_path):
     readme = tmp_path / "README.md"
     shutil.copy(ROOT / "README.md", readme)
     blocks = BLOCK.findall(readme.read_text())
-    assert {kind for _, kind, _, _, _ in blocks} >= {"pretraining", "ssl_gain", "claim", "recipe"}
+    assert {kind for _, kind, _, _, _ in blocks} >= {"pretraining", "ssl_gain", "claim", "recipe", "protocols"}
     assert not update_readme(readme, RESULTS), "README.md is stale: run `python -m mammo_utils publish` again"
     for _, kind, run, body, _ in blocks:
         assert body.strip() == render(kind, run, RESULTS).strip(), (kind, run)

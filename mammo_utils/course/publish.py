@@ -12,7 +12,7 @@ from PIL import Image
 from mammo_utils.config import Config, project_root
 from mammo_utils.errors import MammoError
 from mammo_utils.pretrain.methods import METHODS
-from mammo_utils.runs.files import atomic_write_text
+from mammo_utils.runs.files import atomic_write_bytes, atomic_write_text
 from mammo_utils.runs.paths import STAGES, run_dir
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,9 @@ FIGURES = (
 )
 MAX_WIDTH_PX = 1400
 # The numbers behind the README's tables, machine-readable, beside the figures (configurations made portable).
-DATA_FILES = (("pretrain", "pretraining.json"), ("budget", "budget.json"), ("evaluate", "ssl_gain.json"),
-              ("evaluate", "ssl_gain.csv"), ("evaluate", "metrics.json"))
+DATA_FILES = (("pretrain", "pretraining.json"), ("budget", "budget.json"), ("budget", "budget.csv"),
+              ("evaluate", "ssl_gain.json"), ("evaluate", "ssl_gain.csv"), ("evaluate", "metrics.json"),
+              ("protocols", "protocols.json"), ("protocols", "protocols.csv"), ("protocols", "predictions.csv.gz"))
 
 
 def publish_run(cfg: Config, dest: Path | None = None) -> Path:
@@ -67,7 +68,9 @@ def publish_run(cfg: Config, dest: Path | None = None) -> Path:
         shown.append(name)
     for stage, name in DATA_FILES:
         src = root / STAGES.get(stage, stage) / name
-        if src.exists():
+        if src.exists() and name.endswith(".gz"):
+            atomic_write_bytes(tmp / name, src.read_bytes())
+        elif src.exists():
             atomic_write_text(tmp / name, portable_json(src.read_text()) if name.endswith(".json") else src.read_text())
             report = report.replace(f"`{STAGES.get(stage, stage)}/{name}`", f"[`{name}`]({name})")
     study = root / STAGES["protocols"] / "protocols.md"
@@ -81,6 +84,10 @@ def publish_run(cfg: Config, dest: Path | None = None) -> Path:
     shutil.rmtree(dest, ignore_errors=True)  # replaced whole, so a stale figure cannot survive
     tmp.rename(dest)
     log.info("published %d figures and report.md to %s", len(shown), dest)
+    from mammo_utils.course.readme import update_readme
+
+    if dest.parent == project_root() / "docs" / "results" and update_readme(project_root() / "README.md", dest.parent):
+        log.info("README.md's generated tables rewritten from %s", dest.parent)
     return dest
 
 

@@ -2,7 +2,7 @@
 
 A block of the README between ``<!-- generated: KIND RUN -->`` and ``<!-- end generated -->`` is the table of KIND
 rendered from ``docs/results/RUN/`` (``pretraining``: ``pretraining.json``; ``ssl_gain``: ``ssl_gain.json``;
-``claim``: ``metrics.json``; ``recipe``: ``recipe_search.csv``). :func:`update_readme` rewrites every block (``publish`` calls it), and
+``claim``: ``metrics.json``; ``recipe``: ``recipe_search.csv``; ``protocols``: ``protocols.json``). :func:`update_readme` rewrites every block (``publish`` calls it), and
 ``tests/test_readme.py`` checks that the README holds exactly what the published files say.
 """
 
@@ -44,6 +44,12 @@ def recipe_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _protocols(study: dict) -> str:
+    from mammo_utils.protocols.table import readme_section
+
+    return readme_section(study, heading=False).rstrip()
+
+
 def _read(path: Path):
     if path.suffix == ".csv":
         with open(path, newline="") as f:
@@ -56,6 +62,7 @@ RENDERERS: dict[str, tuple[str, Callable[[dict | list], str]]] = {
     "ssl_gain": ("ssl_gain.json", _gain_summary),
     "claim": ("metrics.json", _claim),
     "recipe": ("recipe_search.csv", recipe_table),
+    "protocols": ("protocols.json", _protocols),
 }
 
 

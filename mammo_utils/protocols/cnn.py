@@ -1,85 +1,145 @@
-"""The project's own fine-tuned CNN under a protocol: :func:`mammo_utils.finetune.full.fit_full`, every layer trained.
+"""A CNN that memorises: trained from random weights on raw pixels until it fits its training items.
 
-A frozen backbone with a linear head can only exploit a leak its features already expose; a network trained end
-to end can also memorise its training items, twins included. The study fine-tunes it at a small size (a smaller
-input, a few dozen steps) under A0 and A2 on whole films, and under A3b on patches (the honest patch task, from
-the per-fold patch SimCLR backbone and from random weights). To stay within a CPU budget each seed trains once:
-seed s tests fold s (mod the number of folds), so five seeds cover the five folds once and their pooled test
-predictions are one cross-validation; the spread over seeds is then also a spread over folds.
+A frozen backbone with a linear head can only exploit a leak its features already expose, and early stopping on a
+validation set keeps a network from memorising. A reviewer who asks "can this protocol pay?" trains the other
+kind of model: one that fits its training set, twins included, as an over-trained network does (Zhang et al., ICLR
+2017: a CNN fits even random labels). This one is small on purpose, so that it can run on every arm on a CPU:
+three blocks of 3x3 convolution, batch norm, ReLU and 2x2 max-pooling (``width``, 2 ``width`` and 4 ``width``
+channels) and one linear layer, on the items' pixels at ``protocols.pixels_px``, plain PyTorch (no augmentation:
+memorising is the point).
 
-The epoch (of ``n_checks`` validations) and the threshold (Youden's J) are chosen on validation, as in stage 03.
+It trains with Adam, a class-balanced loss, until its training accuracy reaches ``fit_accuracy`` (measured after
+every epoch, in eval mode) or ``max_epochs``; its steps and epochs are recorded. The threshold is Youden's J on
+validation at the last epoch; A4 and A5 choose the epoch and threshold on test instead, among every epoch's test
+predictions.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from mammo_utils.config import Config
 from mammo_utils.evaluate.metrics import choose_threshold
-from mammo_utils.finetune.full import film_images, fit_full
-from mammo_utils.models import predict
-from mammo_utils.prepare.loaders import CachedImages
-from mammo_utils.protocols import splits
-from mammo_utils.protocols.crossval import ArmRun, fold_rows
-from mammo_utils.protocols.items import save_npy
-from mammo_utils.runs.devices import placement
+from mammo_utils.protocols import probe, splits
+from mammo_utils.protocols.crossval import ROW_COLUMNS, ArmRun, fold_plans, fold_rows
 from mammo_utils.runs.trainer import seed_everything
 
-log = logging.getLogger(__name__)
+
+def memoriser(size_px: int, width: int = 16) -> nn.Sequential:
+    """The small CNN: (B, 1, size_px, size_px) in [0, 1] -> (B,) logits (size_px a multiple of 8)."""
+    blocks, c_in = [], 1
+    for c_out in (width, 2 * width, 4 * width):
+        blocks += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
+        c_in = c_out
+    return nn.Sequential(*blocks, nn.Flatten(), nn.Linear(c_in * (size_px // 8) ** 2, 1), nn.Flatten(0))
 
 
-def resized_items(items: pd.DataFrame, size_px: int, folder: Path) -> pd.DataFrame:
-    """``items`` with arrays of side ``size_px`` (antialiased; written once into ``folder``), for a small CNN."""
-    first = np.load(items.array_path.iloc[0], allow_pickle=False)
-    if first.shape[-1] == size_px:
-        return items
-    folder = Path(folder)
-    paths = []
-    for r in items.itertuples():
-        path = folder / f"{r.item_id}.npy"
-        if not path.exists():
-            x = torch.from_numpy(np.load(r.array_path, allow_pickle=False).astype(np.float32))[None, None]
-            save_npy(path, F.interpolate(x, size=(size_px, size_px), mode="bilinear", antialias=True)[0, 0].numpy())
-        paths.append(str(path))
-    return items.assign(array_path=paths)
+@dataclass(frozen=True)
+class CnnSettings:
+    """The memorising CNN's fixed settings (``protocols.cnn_*``)."""
+
+    width: int = 16
+    fit_accuracy: float = 0.99
+    max_epochs: int = 150
+    batch_size: int = 64
+    lr: float = 3e-3
 
 
-def cnn_config(cfg: Config, size_px: int) -> Config:
-    """The run's fine-tuning settings at the CNN's input size."""
-    return dataclasses.replace(cfg, image_size_px=size_px)
+@dataclass
+class Fit:
+    """One training: each epoch's test probabilities, the last epoch's validation probabilities, and how long it
+    took to fit (``epochs``, ``steps``, the final ``train_accuracy``)."""
+
+    test_path: list[np.ndarray]
+    val: np.ndarray
+    epochs: int
+    steps: int
+    train_accuracy: float
 
 
-def run_cnn(cfg: Config, unit: str, items: pd.DataFrame, backbone: torch.nn.Module, seed: int, k: int,
-            n_folds: int, val_share: float, size_px: int, steps: int, n_checks: int, random_init: bool) -> ArmRun:
-    """Fine-tune once and predict the test items of fold ``k``.
+@torch.no_grad()
+def _probabilities(model: nn.Module, x: torch.Tensor, batch: int = 512) -> np.ndarray:
+    model.eval()
+    out = [torch.sigmoid(model(x[i : i + batch])) for i in range(0, len(x), batch)]
+    model.train()
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def fit_until_memorised(x_train: torch.Tensor, y_train: np.ndarray, x_val: torch.Tensor, x_test: torch.Tensor,
+                        settings: CnnSettings, seed: int) -> Fit:
+    """Train :func:`memoriser` on ``(x_train, y_train)`` until it fits them; (N, 1, S, S) pixels in [0, 1]."""
+    seed_everything(seed)
+    model = memoriser(x_train.shape[-1], settings.width)
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    y = torch.as_tensor(np.asarray(y_train), dtype=torch.float32)
+    pos = float(y.sum())
+    pos_weight = torch.tensor((len(y) - pos) / pos if pos else 1.0)
+    generator = torch.Generator().manual_seed(seed)
+    test_path, steps, accuracy = [], 0, 0.0
+    for _ in range(settings.max_epochs):
+        order = torch.randperm(len(y), generator=generator)
+        for i in range(0, len(y), settings.batch_size):
+            b = order[i : i + settings.batch_size]
+            if len(b) < 2:  # batch norm needs two items
+                continue
+            loss = F.binary_cross_entropy_with_logits(model(x_train[b]), y[b], pos_weight=pos_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += 1
+        accuracy = float(((_probabilities(model, x_train) >= 0.5) == y.numpy().astype(bool)).mean())
+        test_path.append(_probabilities(model, x_test))
+        if accuracy >= settings.fit_accuracy:
+            break
+    return Fit(test_path, _probabilities(model, x_val), len(test_path), steps, accuracy)
+
+
+def fold_fit(items: pd.DataFrame, pixels: np.ndarray, role: pd.Series, settings: CnnSettings, seed: int) -> Fit:
+    """Train on one fold's training items (``pixels`` in the items' order, (N, S, S))."""
+    x = torch.from_numpy(np.array(pixels, dtype=np.float32))[:, None]
+    part = {r: np.array(role == r) for r in (splits.TRAIN, splits.VAL, splits.TEST)}  # writable, for torch
+    return fit_until_memorised(x[part[splits.TRAIN]], items["label"].to_numpy()[part[splits.TRAIN]],
+                               x[part[splits.VAL]], x[part[splits.TEST]], settings, seed)
+
+
+def run_cnn(arms: list, items: pd.DataFrame, pixels: np.ndarray, seed: int, n_folds: int, val_share: float,
+            settings: CnnSettings) -> dict[str, ArmRun]:
+    """One cross-validation of the CNN (every item tested exactly once), read by one or more arms that share its
+    split and differ only in what they choose on test (A0 and A4; A2 K=top and A5).
 
     Args:
-        cfg: the run. unit: the arm's unit of split. items: with the arm's ``fold`` and arrays of side ``size_px``.
-        backbone: the initial backbone (copied, not modified). seed: data order, augmentation, validation draw.
-        k: the tested fold. n_folds, val_share: as for the regression. steps: optimisation steps. n_checks: validations (the epoch
-        choice). random_init: the backbone trains at the head's rate (a pretrained one at
-        ``finetune.backbone_lr_factor`` of it, as in stage 03).
+        arms: the arms (same unit and items); items: with the arms' ``fold``; pixels: (N, S, S) in the items'
+            order. seed: validation draw and training. n_folds, val_share: the split. settings: the CNN's.
+
+    Returns:
+        ``{arm name: ArmRun}``.
     """
-    items = items.reset_index(drop=True).assign(**{cfg.task: items["label"].to_numpy()})
-    role = splits.fold_roles(items, k, unit, seed, val_share)
-    train, val, test = (items[(role == r).to_numpy()] for r in (splits.TRAIN, splits.VAL, splits.TEST))
-    seed_everything(seed)
-    run_cfg = cnn_config(cfg, size_px)
-    factor = 1.0 if random_init else cfg.finetune.backbone_lr_factor
-    result = fit_full(run_cfg, backbone, film_images(train, run_cfg, augment=True), film_images(val, run_cfg), steps,
-                      n_checks=n_checks, seed=seed, backbone_lr_factor=factor)
-    where = placement(run_cfg)
-    p_val = predict(result.model, CachedImages(val, cfg.task).images, where)
-    p_test = predict(result.model, CachedImages(test, cfg.task).images, where)
-    threshold = choose_threshold(val["label"].to_numpy(), p_val)
-    fold = {"fold": k, **splits.leak_profile(items, role), "iterations": result.best_step, "seed": seed,
-            "threshold": threshold, "chosen_on": "validation", "n_configurations": n_checks,
-            "steps": result.steps, "best_val_auc": result.best_val_auc}
-    return ArmRun(fold_rows(test, p_test, threshold), [fold])
+    items = items.reset_index(drop=True)
+    y = items["label"].to_numpy().astype(int)
+    parts: dict[str, list[pd.DataFrame]] = {a.name: [] for a in arms}
+    runs = {a.name: ArmRun(pd.DataFrame(columns=ROW_COLUMNS)) for a in arms}
+    for plan in fold_plans(arms[0], items, seed, n_folds, val_share):
+        k, role, leak = plan.k, plan.role, plan.leak
+        te = (role == splits.TEST).to_numpy()
+        fit = fold_fit(items, pixels, role, settings, seed)
+        done = {"epochs": fit.epochs, "steps": fit.steps, "train_accuracy": fit.train_accuracy}
+        for arm in arms:
+            if arm.select_on_test:
+                choice = probe.choose_on_test({seed: {e + 1: {"test": p} for e, p in enumerate(fit.test_path)}}, y[te])
+                probability, threshold, chosen = fit.test_path[choice.iterations - 1], choice.threshold, choice
+                fold = {"iterations": chosen.iterations, "chosen_on": "test", "n_configurations": len(fit.test_path)}
+            else:
+                probability = fit.test_path[-1]
+                threshold = choose_threshold(y[(role == splits.VAL).to_numpy()], fit.val)
+                fold = {"iterations": fit.epochs, "chosen_on": "validation", "n_configurations": 1}
+            parts[arm.name].append(fold_rows(items[te], probability, threshold))
+            runs[arm.name].folds.append({"fold": k, **leak, "seed": seed, "threshold": threshold, **fold, **done})
+    for arm in arms:
+        if parts[arm.name]:
+            runs[arm.name].rows = pd.concat(parts[arm.name], ignore_index=True)
+    return runs

@@ -69,8 +69,29 @@ def fit_fold(arm: Arm, x: np.ndarray, y: np.ndarray, role: pd.Series, seed: int,
     return paths[choice.seed][choice.iterations]["test"], choice
 
 
+@dataclass(frozen=True)
+class FoldPlan:
+    """One fold of an arm's split: the role of each item and the leak measured (:func:`~.splits.leak_profile`)."""
+
+    k: int
+    role: pd.Series
+    leak: dict
+
+
+def fold_plans(arm: Arm, items: pd.DataFrame, seed: int, n_folds: int, val_share: float) -> list[FoldPlan]:
+    """Every fold of an arm's split with a test item, computed once and shared by every model of the arm."""
+    items = items.reset_index(drop=True)
+    plans = []
+    for k in range(n_folds):
+        role = splits.fold_roles(items, k, arm.unit, seed, val_share)
+        if (role == splits.TEST).any():
+            plans.append(FoldPlan(k, role, splits.leak_profile(items, role)))
+    return plans
+
+
 def run_logistic(arm: Arm, items: pd.DataFrame, features: Callable[[int], np.ndarray], seed: int, n_folds: int,
-                 val_share: float, settings: ProbeSettings, fingerprint: bool = False) -> ArmRun:
+                 val_share: float, settings: ProbeSettings, fingerprint: bool = False,
+                 plans: list[FoldPlan] | None = None) -> ArmRun:
     """Cross-validate the frozen-feature regression of one arm.
 
     Args:
@@ -79,19 +100,18 @@ def run_logistic(arm: Arm, items: pd.DataFrame, features: Callable[[int], np.nda
         seed: the run's seed (validation draw, starting weights). n_folds: folds. val_share: see
             :func:`~mammo_utils.protocols.splits.fold_roles`. settings: the regression's fixed settings.
         fingerprint: also measure each test item's cosine similarity to its nearest training item.
+        plans: the arm's folds (:func:`fold_plans`), when already computed.
     """
     items = items.reset_index(drop=True)
     y = items["label"].to_numpy().astype(int)
     out, similarity = ArmRun(pd.DataFrame(columns=ROW_COLUMNS)), []
     parts = []
-    for k in range(n_folds):
-        role = splits.fold_roles(items, k, arm.unit, seed, val_share)
-        if not (role == splits.TEST).any():
-            continue
+    for plan in plans if plans is not None else fold_plans(arm, items, seed, n_folds, val_share):
+        k, role = plan.k, plan.role
         x = features(k)
         p, choice = fit_fold(arm, x, y, role, seed, settings)
         parts.append(fold_rows(items[(role == splits.TEST).to_numpy()], p, choice.threshold))
-        out.folds.append({"fold": k, **splits.leak_profile(items, role), "iterations": choice.iterations,
+        out.folds.append({"fold": k, **plan.leak, "iterations": choice.iterations,
                           "seed": choice.seed, "threshold": choice.threshold, "chosen_on": choice.chosen_on,
                           "n_configurations": choice.n_configurations})
         if fingerprint:

@@ -1,21 +1,25 @@
-"""A3's items: square patches at the films' native resolution, lesion-centred vs normal tissue, with controls.
+"""A3's items: square patches of the breast at the scale stage 02 pretrained on, lesion vs normal tissue, with
+controls.
 
-A whole MIAS film shrunk to 128 px turns the median lesion (radius 41 px) into a 6 px smudge; a patch cut from
-the 1,024 px film at its own resolution keeps every pixel the radiologist saw. The task becomes "is there a
-lesion in this patch?", with the location given: **an easier task than screening whole films**.
+A whole MIAS film shrunk to 128 px turns the median lesion (radius 41 px of 1,024) into a 5 px smudge. Patches are
+cut from stage 01's copy of each film at ``crops.film_size_px`` (512 px on MIAS, where that lesion keeps a radius
+of about 20 px), ``crops.size_px`` wide: the regions stage 02's backbones pretrained on. The task becomes "is there
+a lesion in this patch?", with the location given: **an easier task than screening whole films**.
 
 Sites and patches:
 
-- a *lesion site* is a located finding of an abnormal film (``lesions.csv``: circle, box or mask; findings
-  without coordinates are left out); a *normal site* is a bright spot of a normal film's breast (a local maximum
-  of the smoothed film), ``normal_sites_per_film`` per film;
-- each site gives ``patches_per_site`` overlapping patches, centred on the site and shifted by up to
-  ``jitter_px`` in x and y, the same way for both classes.
+- a *lesion site* is a located finding of an abnormal film (:func:`mammo_utils.prepare.crops.lesion_sites`:
+  circle, box or mask; findings without coordinates are left out); a *normal site* is a bright spot of a normal
+  film's breast (a local maximum of the smoothed film), ``normal_sites_per_film`` per film;
+- each site gives ``patches_per_site`` overlapping patches, centred on the site and shifted by up to a quarter
+  side in x and y, the same way for both classes.
 
-The controls keep "something is centred here" from being the signal: lesion patches are off-centre (the shift),
-and normal patches are centred on bright spots, so a bright blob near the centre is common in both classes.
-:func:`centre_contrast_auc` measures what is left of that cue: the ROC AUC of "centre brighter than the patch"
-alone, with the controls and without them (lesions exactly centred, normal patches anywhere in the breast).
+The controls keep an easy cue from being the signal: lesion patches are off-centre (the shift), and normal patches
+are centred on bright spots, so a bright blob near the centre is common in both classes; with ``match_sd`` each
+normal film's spot is the candidate whose patch has the grey-level spread (SD) closest to a lesion patch's, drawn
+at random, so that "more texture" is not the signal either. :func:`statistics` gives the single statistics the
+study scores beside the models (patch mean, patch SD, centre brighter than the patch): a model that does no
+better than one of them has learnt nothing more.
 """
 
 from __future__ import annotations
@@ -29,69 +33,47 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from mammo_utils.prepare.io import read_image
-from mammo_utils.prepare.preprocess import breast_mask
+from mammo_utils.prepare.crops import cut, lesion_sites
 from mammo_utils.protocols.items import save_npy
 
 PATCH_COLUMNS = ["item_id", "image_id", "patient_id", "label", "fold", "array_path", "site_id", "kind", "x", "y",
                  "size_px"]
+STATISTICS = ("mean", "sd", "centre")
 
 
 @dataclass(frozen=True)
 class PatchPlan:
-    """How patches are cut (all lengths in pixels of the original film).
+    """How patches are cut (lengths in pixels of the film at ``crops.film_size_px``).
 
     Attributes:
         size_px: side of a patch. patches_per_site: overlapping patches per site.
-        jitter_px: the largest shift of a patch's centre from its site, in x and in y (default: a quarter side).
-        normal_sites_per_film: bright spots sampled per normal film.
+        normal_sites_per_film: bright spots sampled per normal film. match_sd: choose each normal film's spots
+        so that their patches' SD matches lesion patches' (the SD control).
     """
 
     size_px: int = 64
     patches_per_site: int = 4
-    jitter_px: int = -1
     normal_sites_per_film: int = 1
+    match_sd: bool = True
 
     @property
     def jitter(self) -> int:
-        return self.size_px // 4 if self.jitter_px < 0 else self.jitter_px
+        """The largest shift of a patch's centre from its site, in x and in y: a quarter side."""
+        return self.size_px // 4
 
 
-def lesion_sites(images: pd.DataFrame, lesions: pd.DataFrame) -> pd.DataFrame:
-    """The located findings of abnormal films: ``image_id, cx, cy, r`` in original pixels (top-left origin).
-
-    A circle gives its centre and radius; a box its centre and half its larger side; a mask (the synthetic set)
-    the centre and radius the manifest stores beside it. Findings without coordinates are left out.
-    """
-    abnormal = set(images.loc[images.abnormal.astype(int) == 1, "image_id"].astype(str))
-    rows = []
-    for les in lesions.itertuples():
-        if str(les.image_id) not in abnormal or les.shape not in ("circle", "box", "mask"):
-            continue
-        if les.shape == "box" or not np.isfinite(float(les.cx)):
-            if not np.isfinite(float(les.x0)):
-                continue
-            cx, cy = (float(les.x0) + float(les.x1)) / 2, (float(les.y0) + float(les.y1)) / 2
-            r = max(float(les.x1) - float(les.x0), float(les.y1) - float(les.y0)) / 2
-        else:
-            cx, cy, r = float(les.cx), float(les.cy), float(les.r)
-        rows.append({"image_id": str(les.image_id), "cx": cx, "cy": cy, "r": r})
-    return pd.DataFrame(rows, columns=["image_id", "cx", "cy", "r"])
-
-
-def bright_spots(pixels: np.ndarray, n: int, size_px: int, rng: np.random.Generator) -> list[tuple[float, float]]:
-    """``n`` bright spots of a film's breast, as ``(x, y)``: local maxima of the film smoothed at about a tenth
-    of a patch that stand out from their surroundings (prominence, the maximum minus the window's minimum, at
-    least a quarter of the film's most prominent spot), at least half a patch inside the breast, drawn at random
-    among the brightest ``4 n``."""
-    breast = breast_mask(pixels)
+def bright_spots(pixels: np.ndarray, n: int, size_px: int) -> list[tuple[float, float]]:
+    """Up to ``n`` bright spots of a film's breast (zero outside it), brightest first, as ``(x, y)``: local maxima
+    of the film smoothed at about a tenth of a patch that stand out from their surroundings (prominence, the
+    maximum minus the window's minimum, at least a quarter of the film's most prominent spot), at least half a
+    patch inside the breast where the breast is large enough for that."""
+    breast = pixels > 0
     inner = ndimage.binary_erosion(breast, iterations=max(1, size_px // 2))
     if not inner.any():
-        inner = breast
+        inner = breast if breast.any() else np.ones_like(breast)
     smooth = ndimage.gaussian_filter(pixels.astype(np.float32), max(1.0, size_px / 10))
     window = max(3, size_px // 2)
-    # Local maxima that stand out (a flat plateau is its own "maximum" everywhere and is not a spot; nor is the
-    # plateau's rim where the window reaches the breast's falling edge).
+    # A flat plateau is its own "maximum" everywhere and is not a spot; nor is its rim at the breast's edge.
     prominence = smooth - ndimage.minimum_filter(smooth, size=window)
     peaks = (smooth == ndimage.maximum_filter(smooth, size=window)) & inner & (prominence > 1e-3)
     if peaks.any():
@@ -99,54 +81,71 @@ def bright_spots(pixels: np.ndarray, n: int, size_px: int, rng: np.random.Genera
     ys, xs = np.nonzero(peaks)
     if not len(xs):
         ys, xs = np.nonzero(inner)
-    order = np.argsort(-smooth[ys, xs])[: 4 * n]
-    pick = rng.choice(order, size=min(n, len(order)), replace=False)
-    return [(float(xs[i]), float(ys[i])) for i in pick]
+    order = np.argsort(-smooth[ys, xs], kind="stable")[:n]
+    return [(float(xs[i]), float(ys[i])) for i in order]
 
 
 def random_breast_points(pixels: np.ndarray, n: int, size_px: int, rng: np.random.Generator) -> list[tuple]:
     """``n`` points drawn uniformly at least half a patch inside the breast (the uncontrolled normal patches)."""
-    inner = ndimage.binary_erosion(breast_mask(pixels), iterations=max(1, size_px // 2))
+    inner = ndimage.binary_erosion(pixels > 0, iterations=max(1, size_px // 2))
     ys, xs = np.nonzero(inner if inner.any() else np.ones_like(pixels, dtype=bool))
     pick = rng.choice(len(xs), size=min(n, len(xs)), replace=False)
     return [(float(xs[i]), float(ys[i])) for i in pick]
 
 
-def cut(pixels: np.ndarray, x: float, y: float, size_px: int) -> tuple[np.ndarray, float, float]:
-    """The ``size_px`` square of ``pixels`` centred on ``(x, y)``, moved inside the film where it would cross its
-    edge; returns the patch and the centre actually used."""
-    h, w = pixels.shape
-    x0 = int(np.clip(round(x - size_px / 2), 0, max(0, w - size_px)))
-    y0 = int(np.clip(round(y - size_px / 2), 0, max(0, h - size_px)))
-    patch = pixels[y0 : y0 + size_px, x0 : x0 + size_px]
-    return patch, x0 + size_px / 2, y0 + size_px / 2
-
-
 def site_patches(pixels: np.ndarray, x: float, y: float, plan: PatchPlan, rng: np.random.Generator) -> list:
     """``patches_per_site`` overlapping patches around a site: ``(patch, x, y)`` with the centre shifted by up to
-    ``plan.jitter`` pixels in x and y."""
+    ``plan.jitter`` pixels in x and y (the centre actually cut, moved inside the film at its edges)."""
     out = []
+    h, w = pixels.shape
+    half = plan.size_px / 2
     for _ in range(plan.patches_per_site):
         dx, dy = rng.uniform(-plan.jitter, plan.jitter, size=2)
-        out.append(cut(pixels, x + dx, y + dy, plan.size_px))
+        cx = float(np.clip(round(x + dx - half), 0, max(0, w - plan.size_px))) + half
+        cy = float(np.clip(round(y + dy - half), 0, max(0, h - plan.size_px))) + half
+        out.append((cut(pixels, cx, cy, plan.size_px), cx, cy))
     return out
 
 
-def plan_key(plan: PatchPlan, images: pd.DataFrame, lesions: pd.DataFrame, seed: int) -> str:
+def statistics(patches: np.ndarray) -> dict[str, np.ndarray]:
+    """The single statistics of (N, S, S) patches: grey-level ``mean``, ``sd``, and ``centre``: how much brighter
+    the middle quarter of the side is than the whole patch (the "something is centred here" cue)."""
+    x = np.asarray(patches, dtype=np.float32)
+    s = x.shape[-1]
+    lo, hi = 3 * s // 8, s - 3 * s // 8
+    return {"mean": x.mean(axis=(1, 2)), "sd": x.std(axis=(1, 2)),
+            "centre": x[:, lo:hi, lo:hi].mean(axis=(1, 2)) - x.mean(axis=(1, 2))}
+
+
+def plan_key(plan: PatchPlan, index: pd.DataFrame, sites: pd.DataFrame, seed: int) -> str:
     """A short hash of everything that changes the patches (the plan, the films, their findings, the seed)."""
-    blob = json.dumps({"plan": asdict(plan), "seed": seed, "films": sorted(images.image_id.astype(str)),
-                       "sites": lesion_sites(images, lesions).round(2).to_dict("records")}, sort_keys=True)
+    blob = json.dumps({"plan": asdict(plan), "seed": seed, "films": sorted(index.hires_path.astype(str)),
+                       "sites": sites.round(2).to_dict("records")}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def make_patches(images: pd.DataFrame, lesions: pd.DataFrame, root: Path, folder: Path, plan: PatchPlan,
-                 seed: int) -> pd.DataFrame:
-    """Cut every site's patches from the raw films into ``folder`` (reused when ``patches.csv`` is there).
+def _normal_spot(pixels: np.ndarray, plan: PatchPlan, target_sd: float | None, rng: np.random.Generator
+                 ) -> list[tuple[float, float]]:
+    """A normal film's sites: its brightest spots, or (SD control) among its 8 brightest per site, the one whose
+    patch's SD is closest to ``target_sd``."""
+    n = plan.normal_sites_per_film
+    if target_sd is None:
+        spots = bright_spots(pixels, 4 * n, plan.size_px)
+        pick = rng.choice(len(spots), size=min(n, len(spots)), replace=False)
+        return [spots[i] for i in pick]
+    spots = bright_spots(pixels, 8 * n, plan.size_px)
+    sds = np.array([cut(pixels, x, y, plan.size_px).astype(np.float32).std() for x, y in spots])
+    return [spots[i] for i in np.argsort(np.abs(sds - target_sd), kind="stable")[:n]]
+
+
+def make_patches(index: pd.DataFrame, sites: pd.DataFrame, films: dict[str, np.ndarray], folder: Path,
+                 plan: PatchPlan, seed: int) -> pd.DataFrame:
+    """Cut every site's patches into ``folder`` (reused when ``patches.csv`` is there).
 
     Args:
-        images: the manifest's films (``path`` relative to ``root``; ``fold`` by woman). lesions: its findings.
-        root: the dataset folder. folder: where the patch arrays and ``patches.csv`` go.
-        plan: sizes and counts. seed: the draws (sites and shifts), per film.
+        index: stage 01's index (``image_id, patient_id, abnormal, fold``). sites: the located findings at the
+            films' scale (``image_id, x, y, r``). films: image_id -> the film at ``crops.film_size_px``.
+        folder: where the patch arrays and ``patches.csv`` go. plan: sizes and counts. seed: the draws, per film.
 
     Returns:
         The patch table (:data:`PATCH_COLUMNS`): ``label`` 1 for lesion patches, 0 for normal tissue.
@@ -155,69 +154,69 @@ def make_patches(images: pd.DataFrame, lesions: pd.DataFrame, root: Path, folder
     table = folder / "patches.csv"
     if table.exists():
         return pd.read_csv(table, dtype={"item_id": str, "image_id": str, "patient_id": str, "site_id": str})
-    sites = lesion_sites(images, lesions)
-    rows = []
-    for i, film in enumerate(images.sort_values("image_id").itertuples()):
-        rng = np.random.default_rng([seed, i])
-        if int(film.abnormal) == 1:
-            centres = [(s.cx, s.cy, "lesion") for s in sites[sites.image_id == str(film.image_id)].itertuples()]
-        else:
-            centres = []
-        if int(film.abnormal) == 0 or centres:
-            pixels = read_image(Path(root) / film.path).pixels
-        if int(film.abnormal) == 0:
-            centres = [(x, y, "normal") for x, y in
-                       bright_spots(pixels, plan.normal_sites_per_film, plan.size_px, rng)]
-        for s, (x, y, kind) in enumerate(centres):
-            site = f"{film.image_id}-s{s}"
-            for j, (patch, px, py) in enumerate(site_patches(pixels, x, y, plan, rng)):
-                item = f"{site}-p{j}"
-                save_npy(folder / f"{item}.npy", patch)
-                rows.append({"item_id": item, "image_id": str(film.image_id), "patient_id": str(film.patient_id),
-                             "label": int(kind == "lesion"), "fold": int(film.fold),
-                             "array_path": str(folder / f"{item}.npy"), "site_id": site, "kind": kind, "x": px,
-                             "y": py, "size_px": plan.size_px})
+    by_film = {k: g for k, g in sites.groupby("image_id")}
+    ordered = list(index.sort_values("image_id").itertuples())
+    rows, lesion_sd = [], []
+    # Lesion films first, so the SD control can draw its targets from the lesion patches.
+    for abnormal in (1, 0):
+        for i, film in enumerate(ordered):
+            if int(film.abnormal) != abnormal:
+                continue
+            image_id, rng = str(film.image_id), np.random.default_rng([seed, i])
+            pixels = films[image_id].astype(np.float32)
+            if abnormal:
+                centres = [(s.x, s.y, "lesion") for s in by_film.get(image_id, sites.iloc[:0]).itertuples()]
+            else:
+                target = float(rng.choice(lesion_sd)) if plan.match_sd and lesion_sd else None
+                centres = [(x, y, "normal") for x, y in _normal_spot(pixels, plan, target, rng)]
+            for s, (x, y, kind) in enumerate(centres):
+                site = f"{image_id}-s{s}"
+                for j, (patch, px, py) in enumerate(site_patches(pixels, x, y, plan, rng)):
+                    item = f"{site}-p{j}"
+                    save_npy(folder / f"{item}.npy", patch)
+                    if kind == "lesion":
+                        lesion_sd.append(float(patch.std()))
+                    rows.append({"item_id": item, "image_id": image_id, "patient_id": str(film.patient_id),
+                                 "label": int(kind == "lesion"), "fold": int(film.fold),
+                                 "array_path": str(folder / f"{item}.npy"), "site_id": site, "kind": kind, "x": px,
+                                 "y": py, "size_px": plan.size_px})
     out = pd.DataFrame(rows, columns=PATCH_COLUMNS)
     out.to_csv(folder / ".patches.csv.tmp", index=False)
     (folder / ".patches.csv.tmp").replace(table)
     return out
 
 
-def centre_contrast(patches: np.ndarray) -> np.ndarray:
-    """How much brighter each patch's centre (the middle quarter of its side) is than the whole patch: the
-    "something is centred here" cue, with no learning at all. ``patches``: (N, S, S)."""
-    s = patches.shape[-1]
-    lo, hi = 3 * s // 8, s - 3 * s // 8
-    return patches[:, lo:hi, lo:hi].mean(axis=(1, 2)) - patches.mean(axis=(1, 2))
-
-
-def centre_contrast_auc(images: pd.DataFrame, lesions: pd.DataFrame, root: Path, plan: PatchPlan, seed: int,
-                        patches: pd.DataFrame) -> dict[str, float]:
-    """ROC AUC of the centre-contrast cue alone (lesion vs normal), with the controls (the study's patches) and
-    without them (each lesion exactly centred; each normal patch at a random point of the breast).
-
-    0.5 means the cue says nothing; the farther from 0.5 without the controls, the more a "centred blob" detector
-    could have scored there.
-    """
+def control_aucs(index: pd.DataFrame, sites: pd.DataFrame, films: dict[str, np.ndarray], plan: PatchPlan,
+                 seed: int, patches: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, float]]:
+    """ROC AUC of each single statistic (lesion vs normal, all patches pooled, no split), with the controls (the
+    study's patches) and without them (each lesion exactly centred; each normal patch at a random point of the
+    breast). 0.5: the statistic says nothing; a model must beat the largest of these to have learnt more."""
     from sklearn.metrics import roc_auc_score
 
-    controlled = np.stack([np.load(p, allow_pickle=False).astype(np.float32) for p in patches.array_path])
-    sites = lesion_sites(images, lesions)
-    plain, labels = [], []
-    for i, film in enumerate(images.sort_values("image_id").itertuples()):
-        rng = np.random.default_rng([seed, i, 1])
-        here = sites[sites.image_id == str(film.image_id)]
-        if int(film.abnormal) == 1 and here.empty:
-            continue
-        pixels = read_image(Path(root) / film.path).pixels
+    plain, plain_labels = [], []
+    by_film = {k: g for k, g in sites.groupby("image_id")}
+    for i, film in enumerate(index.sort_values("image_id").itertuples()):
+        image_id, rng = str(film.image_id), np.random.default_rng([seed, i, 1])
+        pixels = films[image_id].astype(np.float32)
         if int(film.abnormal) == 1:
-            points = [(s.cx, s.cy) for s in here.itertuples()]
+            points = [(s.x, s.y) for s in by_film.get(image_id, sites.iloc[:0]).itertuples()]
         else:
             points = random_breast_points(pixels, plan.normal_sites_per_film, plan.size_px, rng)
         for x, y in points:
-            plain.append(cut(pixels, x, y, plan.size_px)[0])
-            labels.append(int(film.abnormal))
-    out = {"with_controls": float(roc_auc_score(patches.label, centre_contrast(controlled)))}
-    if len(set(labels)) == 2:
-        out["without_controls"] = float(roc_auc_score(labels, centre_contrast(np.stack(plain))))
+            plain.append(cut(pixels, x, y, plan.size_px))
+            plain_labels.append(int(film.abnormal))
+    with_controls, without = statistics(patches), statistics(np.stack(plain)) if plain else {}
+    out: dict[str, dict[str, float]] = {}
+    for name in STATISTICS:
+        entry = {}
+        if len(set(labels)) == 2:
+            entry["with_controls"] = float(roc_auc_score(labels, with_controls[name]))
+        if len(set(plain_labels)) == 2:
+            entry["without_controls"] = float(roc_auc_score(plain_labels, without[name]))
+        out[name] = entry
     return out
+
+
+def study_sites(index: pd.DataFrame, lesions: pd.DataFrame, film_size_px: int) -> pd.DataFrame:
+    """The located findings at the films' scale (``image_id, x, y, r``), as stage 01 places its lesion crops."""
+    return lesion_sites(index, lesions, film_size_px)

@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from mammo_utils.evaluate.metrics import auc_or_half, choose_threshold
+from mammo_utils.evaluate.metrics import choose_threshold
 
 
 def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
@@ -74,10 +74,23 @@ class Choice:
     n_configurations: int
 
 
+def rank_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count a half), 0.5 with one class: scikit-learn's value without
+    its input checks, for the thousands of validation choices the study makes."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if not n_pos or not n_neg:
+        return 0.5
+    ranks = rankdata(np.asarray(score, dtype=float))
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def choose_on_validation(path: dict[int, dict[str, np.ndarray]], val_y: np.ndarray, seed: int) -> Choice:
     """The honest choice: the epoch with the best validation ROC AUC (ties: the earlier), then the threshold by
     Youden's J on validation at that epoch."""
-    best = max(path, key=lambda n: (auc_or_half(val_y, path[n]["val"]), -n))
+    best = max(path, key=lambda n: (rank_auc(val_y, path[n]["val"]), -n))
     return Choice(best, seed, choose_threshold(val_y, path[best]["val"]), "validation", len(path))
 
 

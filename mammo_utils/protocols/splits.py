@@ -93,12 +93,6 @@ def a3a_split(patches: pd.DataFrame, n_folds: int, seed: int) -> pd.DataFrame:
     return folds_by(patches, "item_id", n_folds, seed)
 
 
-def a3b_split(patches: pd.DataFrame) -> pd.DataFrame:
-    """A3b, honest: each patch takes its woman's fold from the manifest (the folds of A0), so all of a woman's
-    patches test together, and the per-fold patch pretraining never saw them."""
-    return a0_split(patches)
-
-
 def fold_roles(items: pd.DataFrame, k: int, unit: str, seed: int, val_share: float) -> pd.Series:
     """The role of each item in fold ``k``: ``test`` (fold k), ``val`` (a seeded, stratified ``val_share`` of the
     other units) or ``train``.

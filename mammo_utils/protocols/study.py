@@ -1,16 +1,21 @@
 """Stage 06: the protocol study, ``run_protocols(cfg)``, the function the CLI and notebook 06 call.
 
-It builds the items of both families (films and their augmented copies; patches), finds or pretrains one backbone
-per fold, computes every item's features once per backbone, cross-validates the frozen-feature logistic
-regression under every arm, both initialisations and every seed, fine-tunes the small CNN under A0, A2 and A3b,
-scores everything with patient-bootstrap intervals, and writes ``protocols.json``, ``protocols.md``,
-``protocols.csv``, ``protocols.png`` (one row per arm, the paper's claim as a line) and ``fingerprint.png``
-(each test item's similarity to its nearest training item, per arm) into ``runs/<profile>-<dataset>/06_protocols/``.
+It builds the items of both families (films and their augmented copies of each strength; patches), reads stage
+02's per-fold backbones, computes every item's features once per backbone, and cross-validates every model under
+every arm, every seed and both label sets (the real labels, and labels permuted among women):
+
+- logistic regression on each backbone's frozen features (and, on patches, on each single statistic);
+- 1-nearest-neighbour on raw pixels and on each backbone's features (:mod:`.nearest`);
+- the memorising CNN on raw pixels (:mod:`.cnn`), on the film arms, one cross-validation per seed for the first
+  ``protocols.cnn_seeds`` seeds (every item tested exactly once in each).
+
+It scores everything with patient-bootstrap intervals and writes ``protocols.json``, ``protocols.md``,
+``protocols.csv``, ``predictions.csv.gz`` (every test prediction: ids, fold, score, threshold; no pixels),
+``protocols.png`` and ``fingerprint.png`` into ``runs/<profile>-<dataset>/06_protocols/``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -19,177 +24,184 @@ import numpy as np
 import pandas as pd
 
 from mammo_utils.config import Config
-from mammo_utils.protocols import cnn, figures, table
+from mammo_utils.protocols import figures, table
 from mammo_utils.protocols.arms import Arm, split_arm
-from mammo_utils.protocols.crossval import ArmRun, ProbeSettings, run_logistic
-from mammo_utils.protocols.features import BackboneRef
-from mammo_utils.protocols.inputs import Study, _digest
-from mammo_utils.protocols.items import with_copies
+from mammo_utils.protocols.backbones import no_backbone_reason
+from mammo_utils.protocols.cnn import CnnSettings, run_cnn
+from mammo_utils.protocols.crossval import ProbeSettings, fold_plans, run_logistic
+from mammo_utils.protocols.inputs import PIXELS, Study
+from mammo_utils.protocols.labels import with_labels
+from mammo_utils.protocols.nearest import run_nearest
 from mammo_utils.protocols.scoring import fingerprint_summary, over_seeds, pooled_metrics
-from mammo_utils.runs.files import atomic_write_json
+from mammo_utils.runs.files import atomic_write_bytes, atomic_write_json
 from mammo_utils.runs.paths import require
 from mammo_utils.runs.provenance import provenance
-from mammo_utils.runs.stage import StageRun, is_done
+from mammo_utils.runs.stage import StageRun
 from mammo_utils.runs.trainer import Progress
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("dataset", "seed", "task", "image_size_px", "split", "augment", "pretrain", "finetune", "evaluate",
-            "protocols", "precision")
-OUTPUTS = ["protocols.json", "protocols.md", "protocols.csv", "protocols.png", "fingerprint.png"]
+SECTIONS = ("dataset", "seed", "task", "image_size_px", "backbone", "split", "crops", "augment", "pretrain",
+            "views", "finetune", "evaluate", "protocols", "precision")
+OUTPUTS = ["protocols.json", "protocols.md", "protocols.csv", "protocols.png", "fingerprint.png",
+           "predictions.csv.gz"]
+MODELS = ("logistic", "nearest", "cnn")
 
 
-def _logistic_runs(study: Study, skipped: list[dict]) -> list[dict]:
-    """Every arm x init x seed of the frozen-feature regression."""
-    cfg, p = study.cfg, study.cfg.protocols
-    settings = ProbeSettings(p.logistic_c, p.lr_iterations, p.a4_configs)
-    groups = [(f, i, s) for f in ("films", "patches") for i in (study.ssl, "random") for s in study.seeds]
-    progress = Progress("stage 06 (logistic regression)", [1.0] * len(groups))
-    runs = []
-    for g, (family, init, seed) in enumerate(groups):
-        refs = study.refs(family, init, seed)
-        arms = [a for a in study.arms if a.family == family]
-        if any(r is None for r in refs):
-            if seed == study.seeds[0]:
-                skipped += [{"model": "logistic", "arm": a.name, "init": init, "reason": _no_backbone(cfg, family)}
-                            for a in arms]
-            continue
-        progress.begin(g, f"{family}, {init} init, seed {seed}")
-        for arm in arms:
-            items = split_arm(arm, study.items_of(arm), study.n_folds, seed)
-            pos = study.position[family].get_indexer(items.item_id.astype(str))
-
-            def features(k: int, refs=refs, family=family, pos=pos) -> np.ndarray:
-                return study.matrix(family, refs[k])[pos]
-
-            run = run_logistic(arm, items, features, seed, study.n_folds, study.val_share, settings,
-                               fingerprint=seed == study.seeds[0])
-            runs.append({"model": "logistic", "arm": arm, "init": init, "seed": seed, "run": run})
-    progress.end()
-    return runs
+def _labelled(study: Study, arm: Arm, label_set: str, seed: int) -> pd.DataFrame:
+    """The arm's items under a label set (random labels: permuted among the family's women with ``seed``)."""
+    family = study.family_items[arm.family]
+    labels = with_labels(family, label_set, seed).set_index(family.item_id.astype(str))["label"]
+    items = study.items_of(arm)
+    return items.assign(label=items.item_id.astype(str).map(labels).astype(int).to_numpy())
 
 
-def _no_backbone(cfg: Config, family: str) -> str:
-    if family == "films":
-        return ("no per-fold self-supervised backbone of the films: stage 02 pretrains them where finetune.cv is on "
-                "(run it with --set finetune.cv=true), or set protocols.pretrain_folds=true")
-    return "the per-fold patch pretraining is off in this profile (protocols.pretrain_folds=false)"
-
-
-def _cnn_runs(study: Study, skipped: list[dict]) -> list[dict]:
-    """The small fine-tuned CNN under A0 and A2 (films) and A3b (patches); each seed trains once."""
-    cfg, p, out = study.cfg, study.cfg.protocols, study.out
-    if p.cnn_seeds < 1:
-        return []
-    by_name = {a.name: a for a in study.arms}
-    a2 = Arm(f"A2 K={p.cnn_copies}", "films", "item_id", f"{p.cnn_copies} augmented copies per film, then split "
-             "by copy", copies=p.cnn_copies)
-    inits = [study.ssl if i != "random" else "random" for i in p.cnn_inits]
-    plan = [(by_name["A0"], i) for i in inits] + [(by_name.get(a2.name, a2), i) for i in inits]
-    plan += [(by_name["A3b"], study.ssl), (by_name["A3b"], "random")]
-    films_and_copies = pd.concat([study.films, with_copies(study.copies, p.cnn_copies).drop(columns="copy")])
-    small = cnn.resized_items(films_and_copies, p.cnn_size_px, out / "items" / f"cnn{p.cnn_size_px}-{study.copies_key}")
-    jobs = [(arm, init, s) for arm, init in plan for s in range(p.cnn_seeds)]
-    progress = Progress("stage 06 (fine-tuned CNN)", [1.0] * len(jobs))
-    runs = []
-    for j, (arm, init, s) in enumerate(jobs):
-        seed, k = cfg.seed + s, s % study.n_folds  # seed s trains once and tests fold s
-        ref = study.refs(arm.family, init, seed)[k]
-        if ref is None:
-            if s == 0:
-                skipped.append({"model": "cnn", "arm": arm.name, "init": init, "reason": _no_backbone(cfg, arm.family)})
-            continue
-        if arm.family == "patches":
-            items, size = study.patches, p.patch_size_px
-        else:
-            ids = set(study.items_of(arm).item_id.astype(str))
-            items, size = small[small.item_id.astype(str).isin(ids)], p.cnn_size_px
-        progress.begin(j, f"{arm.name}, {init} init, seed {seed} (tests fold {k})")
-        run = _cached_cnn(study, arm, init, seed, k, split_arm(arm, items, study.n_folds, seed), ref, size)
-        runs.append({"model": "cnn", "arm": arm, "init": init, "seed": seed, "run": run})
-    progress.end()
-    return runs
-
-
-def _cached_cnn(study: Study, arm: Arm, init: str, seed: int, k: int, items: pd.DataFrame, ref: BackboneRef,
-                size: int) -> ArmRun:
-    """One CNN fine-tuning, or its predictions read back when it already ran with the same settings."""
+def _feature_runs(study: Study, skipped: list[dict]) -> list[dict]:
+    """Logistic regression and 1-NN: every arm x feature set x label set x seed."""
     p = study.cfg.protocols
-    key = _digest([study.cfg.section_hash("finetune", "task", "augment", "precision"), ref.tag, size, p.cnn_steps,
-                   p.cnn_checks, sorted(items.item_id.astype(str))])
-    folder = study.out / "cnn" / f"{arm.name.replace(' ', '').replace('=', '')}-{init}-s{seed}"
-    if is_done(folder, key, ["predictions.csv", "folds.json"]):
-        return ArmRun(pd.read_csv(folder / "predictions.csv", dtype={"item_id": str, "image_id": str,
-                                                                       "patient_id": str}),
-                      json.loads((folder / "folds.json").read_text()))
-    run = cnn.run_cnn(study.cfg, arm.unit, items, ref.load(), seed, k, study.n_folds, study.val_share, size,
-                      p.cnn_steps, p.cnn_checks, random_init=init == "random")
-    folder.mkdir(parents=True, exist_ok=True)
-    run.rows.to_csv(folder / "predictions.csv", index=False)
-    atomic_write_json(folder / "folds.json", run.folds)
-    atomic_write_json(folder / "stage.json", {"key": key})
-    return run
+    settings = ProbeSettings(p.logistic_c, p.lr_iterations, p.a4_configs)
+    groups = [(ls, s) for ls in p.label_sets for s in study.seeds]
+    progress = Progress("stage 06 (logistic regression and 1-NN)", [1.0] * len(groups))
+    runs = []
+    for g, (label_set, seed) in enumerate(groups):
+        progress.begin(g, f"{label_set} labels, seed {seed}")
+        for arm in study.arms:
+            items = split_arm(arm, _labelled(study, arm, label_set, seed), study.n_folds, seed).reset_index(drop=True)
+            pos = study.position[arm.family].get_indexer(items.item_id.astype(str))
+            plans = fold_plans(arm, items, seed, study.n_folds, study.val_share)
+            for model in ("logistic", "nearest"):
+                for name in study.feature_sets(arm.family, model):
+                    def features(k: int, name=name, family=arm.family, pos=pos) -> np.ndarray:
+                        return study.features(family, name, k)[pos]
+
+                    if model == "logistic":
+                        run = run_logistic(arm, items, features, seed, study.n_folds, study.val_share, settings,
+                                           plans=plans)
+                    else:
+                        run = run_nearest(arm, items, features, seed, study.n_folds, study.val_share, plans)
+                    runs.append({"model": model, "features": name, "arm": arm, "labels": label_set, "seed": seed,
+                                 "run": run})
+    progress.end()
+    if study.ssl not in study.feature_sets("films", "logistic"):
+        skipped += [{"model": m, "features": study.ssl, "reason": no_backbone_reason(study.cfg)}
+                    for m in ("logistic", "nearest")]
+    return runs
+
+
+def _cnn_groups(study: Study) -> list[list[Arm]]:
+    """The CNN's trainings: arms that share a split share one (A4 reads A0's, A5 reads A2 K=top's)."""
+    p, by_name = study.cfg.protocols, {a.name: a for a in study.arms}
+    if not p.cnn_copies:
+        return []
+    groups = [[by_name["A0"], by_name["A4"]], [by_name["A1"]]]
+    for s in p.copy_strengths:
+        for k in p.cnn_copies:
+            if f"A2 K={k} {s}" in by_name:
+                groups.append([by_name[f"A2 K={k} {s}"]] + ([by_name[f"A5 {s}"]] if k == max(p.copies) else []))
+    return groups
+
+
+def _cnn_runs(study: Study) -> list[dict]:
+    """The memorising CNN on the film arms: for each of the first ``cnn_seeds`` seeds, one cross-validation per
+    training on that seed's split and labels (every item tested exactly once)."""
+    p = study.cfg.protocols
+    settings = CnnSettings(p.cnn_width, p.cnn_fit_accuracy, p.cnn_max_epochs, p.cnn_batch_size, p.cnn_lr)
+    jobs = [(ls, s, g) for ls in p.label_sets for s in study.seeds[: p.cnn_seeds] for g in _cnn_groups(study)]
+    weights = [float(len(study.items_of(g[0]))) for _, _, g in jobs]
+    progress = Progress("stage 06 (memorising CNN)", weights)
+    runs = []
+    for j, (label_set, seed, group) in enumerate(jobs):
+        progress.begin(j, f"{group[0].name}, {label_set} labels, seed {seed}")
+        items = split_arm(group[0], _labelled(study, group[0], label_set, seed), study.n_folds, seed)
+        pixels = study.pixels["films"][study.position["films"].get_indexer(items.item_id.astype(str))]
+        for name, run in run_cnn(group, items, pixels, seed, study.n_folds, study.val_share, settings).items():
+            arm = next(a for a in group if a.name == name)
+            runs.append({"model": "cnn", "features": PIXELS, "arm": arm, "labels": label_set, "seed": seed,
+                         "run": run})
+    progress.end()
+    return runs
 
 
 def score(study: Study, runs: list[dict]) -> tuple[list[dict], pd.DataFrame, dict]:
-    """Metrics per (model, arm, init): each seed's pooled folds with its CI, and mean and spread over seeds.
+    """Metrics per (model, features, arm, labels): each seed's pooled folds (the first seed with its patient
+    bootstrap interval), and mean and spread over seeds.
 
-    Returns the result entries, every prediction row, and the fingerprints (arm -> init -> similarities).
+    Returns the result entries, the first seed's prediction rows, and the fingerprints (arm -> features ->
+    similarities of 1-NN on the real labels, first seed).
     """
-    cfg = study.cfg
-    e = cfg.evaluate
+    e = study.cfg.evaluate
     results, rows, fingerprints = [], [], {}
-    keys = list(dict.fromkeys((r["model"], r["arm"].name, r["init"]) for r in runs))
-    for model, arm_name, init in keys:
-        group = [r for r in runs if (r["model"], r["arm"].name, r["init"]) == (model, arm_name, init)]
-        arm = group[0]["arm"]
-        seeds = []
-        for r in group:
-            scored = pooled_metrics(r["run"].rows, e.bootstrap_resamples, e.ci_level, cfg.seed)
+    keys = list(dict.fromkeys((r["model"], r["features"], r["arm"].name, r["labels"]) for r in runs))
+    for model, features, arm_name, label_set in keys:
+        group = [r for r in runs if (r["model"], r["features"], r["arm"].name, r["labels"]) ==
+                 (model, features, arm_name, label_set)]
+        arm, seeds = group[0]["arm"], []
+        for i, r in enumerate(group):
+            scored = pooled_metrics(r["run"].rows, e.bootstrap_resamples if i == 0 else 0, e.ci_level, study.cfg.seed)
             seeds.append({"seed": r["seed"], "metrics": scored, "folds": r["run"].folds})
-            rows.append(r["run"].rows.assign(model=model, arm=arm_name, init=init, seed=r["seed"]))
-            if r["run"].similarity is not None:
-                fingerprints.setdefault(arm_name, {})[init] = r["run"].similarity
+            if i == 0:
+                rows.append(r["run"].rows.assign(model=model, features=features, arm=arm_name, labels=label_set,
+                                                 seed=r["seed"]))
+                if r["run"].similarity is not None and label_set == "real":
+                    fingerprints.setdefault(arm_name, {})[features] = r["run"].similarity
         folds = [f for s in seeds for f in s["folds"]]
-        leak = {k: float(np.mean([f[k] for f in folds])) for k in folds[0] if k.startswith(("women", "test_share"))}
-        entry = {"model": model, "arm": arm_name, "family": arm.family, "init": init, "honest": arm.honest,
+        numeric = [k for k in folds[0] if k.startswith(("women", "test_share", "nearest_is", "epochs", "steps",
+                                                         "train_accuracy"))]
+        entry = {"model": model, "features": features, "arm": arm_name, "labels": label_set, "family": arm.family,
+                 "honest": arm.honest, "copies": arm.copies, "strength": arm.strength,
                  "leak_description": arm.leak, "unit": arm.unit, "chosen_on": folds[0]["chosen_on"],
-                 "n_configurations": folds[0]["n_configurations"], "leak": leak,
+                 "n_configurations": folds[0]["n_configurations"],
+                 "leak": {k: float(np.mean([f[k] for f in folds])) for k in numeric},
                  "n_test_items_per_seed": int(sum(f["n_test"] for f in seeds[0]["folds"])),
-                 "over_seeds": over_seeds([s["metrics"] for s in seeds]), "seeds": seeds}
-        if model == "cnn":  # seed s tested fold s: the seeds' test items together are one cross-validation
-            pooled = pd.concat([r["run"].rows for r in group], ignore_index=True)
-            entry["pooled"] = pooled_metrics(pooled, e.bootstrap_resamples, e.ci_level, cfg.seed)
-            entry["pooled_folds"] = sorted({f["fold"] for f in folds})
-        if arm_name in fingerprints and init in fingerprints[arm_name] and model == "logistic":
-            entry["fingerprint"] = fingerprint_summary(fingerprints[arm_name][init])
+                 "first_seed": seeds[0]["metrics"], "over_seeds": over_seeds([s["metrics"] for s in seeds]),
+                 "seeds": seeds}
+        if model == "cnn":
+            entry["fit"] = {k: [f[k] for f in folds] for k in ("epochs", "steps", "train_accuracy")}
+        if label_set == "real" and features in fingerprints.get(arm_name, {}) and model == "nearest":
+            entry["fingerprint"] = fingerprint_summary(fingerprints[arm_name][features])
         results.append(entry)
     return results, pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(), fingerprints
+
+
+def _write_predictions(path: Path, rows: pd.DataFrame) -> None:
+    """Every first-seed test prediction, gzipped CSV (ids, fold, label, score, threshold; no pixels)."""
+    import gzip
+
+    columns = ["model", "features", "labels", "arm", "seed", "item_id", "image_id", "patient_id", "fold", "label",
+               "probability", "threshold"]
+    text = rows[columns].rename(columns={"probability": "score"}).to_csv(index=False, float_format="%.6g")
+    atomic_write_bytes(path, gzip.compress(text.encode(), mtime=0))
 
 
 def run_protocols(cfg: Config, force: bool = False) -> Path:
     """Run the protocol study (or reuse a finished one with the same settings) and write its outputs.
 
     Args:
-        cfg: the run's settings (``protocols`` section; stages 01 and 02 must have run).
-        force: run it again even if a finished study with the same settings exists (features, patches and
-            pretrained backbones on disk are reused when their own keys match).
+        cfg: the run's settings (``protocols`` section). Stage 01 must have run; the self-supervised rows need
+            stage 02's per-fold backbones and are left out, with the reason, where they are missing.
+        force: run it again even if a finished study with the same settings exists (copies, patches and
+            features on disk are reused when their own keys match).
     """
     run = StageRun(cfg, "protocols", SECTIONS, OUTPUTS, force)
     if run.up_to_date:
         return run.folder
-    require(cfg, "pretrain", "backbone.pt")
+    require(cfg, "prepare", "preprocessed.csv")
     out = run.begin()
     clock = {"start": time.perf_counter()}
     study = Study(cfg, out)
-    clock["items_and_backbones"] = time.perf_counter()
+    clock["items"] = time.perf_counter()
+    for ref in [*(r for r in study.fold_refs if r is not None), study.random_ref]:
+        for family in ("films", "patches"):
+            study.matrix(family, ref)
+    clock["features"] = time.perf_counter()
     skipped: list[dict] = []
-    runs = _logistic_runs(study, skipped)
-    clock["logistic"] = time.perf_counter()
-    runs += _cnn_runs(study, skipped)
+    runs = _feature_runs(study, skipped)
+    clock["logistic_and_nearest"] = time.perf_counter()
+    runs += _cnn_runs(study)
     clock["cnn"] = time.perf_counter()
     results, rows, fingerprints = score(study, runs)
-    rows.to_csv(out / "predictions.csv", index=False)
+    _write_predictions(out / "predictions.csv.gz", rows)
+    clock["scoring"] = time.perf_counter()
     seconds = {k: round(clock[k] - clock[prev], 1) for prev, k in zip(list(clock)[:-1], list(clock)[1:], strict=True)}
     seconds["total"] = round(time.perf_counter() - clock["start"], 1)
     summary = table.summary(study, results, skipped, seconds)
