@@ -172,20 +172,22 @@ def load_classifier(path: Path, hint: str = "") -> tuple[Classifier, dict]:
 
 @torch.no_grad()
 def predict(model: Classifier, images: torch.Tensor, where: Placement | None = None,
-            batch_size: int = 64) -> np.ndarray:
+            batch_size: int = 64, logits: bool = False) -> np.ndarray:
     """Probability of the positive class for (N, 1, S, S) images in [0, 1] (on the CPU).
 
     Args:
         model: the classifier (put in eval mode here).
         images: the images. where: device, precision and memory format (default: the CPU in fp32).
         batch_size: images per forward pass.
+        logits: return the logits instead (float32 probabilities are exactly 1 above a logit of about 17, so a
+            maximum over many crops would tie).
     """
     where = where or Placement("cpu", torch.device("cpu"), "32-true", False)
     model = prepare_model(model.eval(), where)
     out = []
     for i in range(0, len(images), batch_size):
         with where.autocast():
-            logits = model(prepare_input(images[i : i + batch_size].float(), where)).squeeze(1)
-        out.append(torch.sigmoid(logits.float()).cpu())
+            z = model(prepare_input(images[i : i + batch_size].float(), where)).squeeze(1).float()
+        out.append((z if logits else torch.sigmoid(z)).cpu())
     model.to("cpu", memory_format=torch.contiguous_format)
     return torch.cat(out).numpy() if out else np.zeros(0)

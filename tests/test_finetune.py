@@ -207,3 +207,26 @@ def test_a_run_validates_at_most_n_checks_times_and_at_its_end(steps, n_checks):
     assert len(checks) <= n_checks and max(checks) == steps
     if steps % n_checks == 0:  # one check per epoch of a headline run: exactly the epochs
         assert len(checks) == n_checks
+
+
+class _Brightest(torch.nn.Module):
+    """A 'classifier' whose logit is 20 times a crop's mean grey level plus 15: every logit lies past 17, where a
+    float32 sigmoid gives exactly 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 20 * x.mean(dim=(1, 2, 3))[:, None] + 15
+
+
+def test_film_scores_rank_films_whose_crops_all_saturate(tiny_cfg):
+    """A film's score is its highest crop's, taken on the logits: two films that a float32 sigmoid would both call
+    1.0 keep their order, so a confident model's films can still be ranked."""
+    from mammo_utils.finetune.crops import film_scores
+
+    size = tiny_cfg.crops.size_px
+    films = {name: np.full((4 * size, 4 * size), grey, np.float32) for name, grey in (("dim", 0.3), ("bright", 0.6))}
+    films["bright"][:size, :size] = 0.9  # one brighter crop: the film's maximum (logit 33)
+    logits = 20 * np.array([0.3, 0.9]) + 15
+    assert (torch.sigmoid(torch.tensor(logits, dtype=torch.float32)) == 1.0).all()  # float32 would tie them
+    scores = film_scores(_Brightest(), films, ["dim", "bright"], tiny_cfg)
+    assert scores.dtype == np.float64 and scores[1] > scores[0]
+    np.testing.assert_allclose(np.log(scores) - np.log1p(-scores), logits, atol=0.05)  # the highest crops' logits

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import expit
 
 from mammo_utils.config import Config
 from mammo_utils.finetune.augment import finetune_transform
@@ -141,7 +142,9 @@ def fine_tune(crops: pd.DataFrame, arrays: torch.Tensor, backbone: torch.nn.Modu
 def film_scores(model: torch.nn.Module, films: dict[str, np.ndarray], image_ids: list[str], cfg: Config,
                 stride_px: int | None = None) -> np.ndarray:
     """Each film's score: the highest probability the crop classifier gives any crop of a tiling of its breast
-    (every ``stride_px``, half a crop by default)."""
+    (every ``stride_px``, half a crop by default). The maximum is taken over the logits and turned into a
+    probability in float64: a confident classifier gives many crops a float32 probability of exactly 1 (past a
+    logit of about 17), and films that tie there could not be ranked; float64 keeps them apart up to about 36."""
     size = cfg.crops.size_px
     stride = stride_px or size // 2
     tiles, owner = [], []
@@ -152,8 +155,10 @@ def film_scores(model: torch.nn.Module, films: dict[str, np.ndarray], image_ids:
         owner += [k] * len(centres)
     if not tiles:
         return np.zeros(0)
-    p = predict(model, torch.from_numpy(np.stack(tiles).astype(np.float32))[:, None], placement(cfg), batch_size=256)
-    return pd.Series(p).groupby(np.asarray(owner)).max().reindex(range(len(image_ids))).to_numpy()
+    z = predict(model, torch.from_numpy(np.stack(tiles).astype(np.float32))[:, None], placement(cfg), batch_size=256,
+                logits=True)
+    top = pd.Series(z.astype(np.float64)).groupby(np.asarray(owner)).max().reindex(range(len(image_ids)))
+    return expit(top.to_numpy())
 
 
 def split_films(index: pd.DataFrame, split: CropSplit, cfg: Config) -> dict[str, pd.DataFrame]:
