@@ -118,6 +118,20 @@ def test_the_cascade_starts_at_the_head(arch, blocks):
         previous = step
 
 
+def test_randomising_does_not_redraw_the_weights_the_model_started_from():
+    """A classifier built after seeding with s starts from the weights a plain re-initialisation seeded with s would
+    draw; the randomisation must not give them back (a barely trained head would then survive its own
+    'randomisation')."""
+    torch.manual_seed(0)
+    backbone = make_backbone("resnet18")
+    torch.manual_seed(7)
+    model = Classifier(backbone).eval()  # its head is drawn right after seeding with 7, as a stage does
+    start = model.head[1].weight.detach().clone()
+    new = cams.randomize_layers(model, ("head",), seed=7).head[1].weight.detach()
+    cos = torch.nn.functional.cosine_similarity(start.flatten(), new.flatten(), dim=0)
+    assert abs(cos) < 0.3, cos
+
+
 def test_randomising_the_head_alone_changes_grad_cam_but_not_eigencam(images):
     """Grad-CAM on the last block with global pooling and one linear logit is CAM (Zhou et al. 2016): the map is
     the head's weights applied to each cell's features, so a new head makes a new map. EigenCAM never reads the

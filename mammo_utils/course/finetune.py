@@ -303,7 +303,7 @@ def check_label_fraction_ablation(run_ablation: bool, cfg, variant_cfg) -> str:
     from mammo_utils.course import require_one_change
 
     if not run_ablation:
-        raise _NotYet("RUN_ABLATION is False: set it to True and run the cell below it (a few minutes at demo).")
+        raise _NotYet("RUN_ABLATION is False: set it to True and run the cell below it (about a minute at demo).")
     assert variant_cfg.variant, "the variant's configuration has no variant name: it would overwrite the first run"
     # classifiers, cv and tasks only decide which runs besides the headline one stage 03 makes.
     change = require_one_change(cfg, variant_cfg, "finetune.label_fraction",
@@ -314,7 +314,7 @@ def check_label_fraction_ablation(run_ablation: bool, cfg, variant_cfg) -> str:
         raise _NotYet("the first run's stage 03 has not run yet: run the full-stage cell above first.")
     if variant is None:
         raise _NotYet(f"the variant {variant_cfg.variant!r} has not run yet: set RUN_ABLATION = True and run the "
-                      "cell below it (a few minutes at demo).")
+                      "cell below it (about a minute at demo).")
     fraction = variant_cfg.finetune.label_fraction
     assert fraction < cfg.finetune.label_fraction, (
         f"the variant's finetune.label_fraction is {fraction}, not below the first run's "

@@ -252,7 +252,9 @@ def randomize_layers(model: Classifier, layers: tuple[str, ...] | list[str], see
     copy_ = copy.deepcopy(model).cpu()  # drawn on the CPU: the same weights on every device
     named = dict(copy_.named_modules())
     with torch.random.fork_rng(devices=[]):  # the caller's random stream is left where it was
-        torch.manual_seed(seed)
+        # A stream of its own: seeded with ``seed`` alone it would redraw the very weights a classifier built after
+        # ``seed_everything(seed)`` started from, and a head that fine-tuning barely moved would come back as it was.
+        torch.manual_seed(int(np.random.SeedSequence([seed, 2018]).generate_state(1)[0]))
         for name in layers:
             for module in named[name].modules():
                 if isinstance(module, torch.nn.Conv2d):
