@@ -3,6 +3,7 @@ for a whole batch at once, reproducibly."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,3 +68,17 @@ def test_blur_spreads_a_point_by_its_sigma_and_only_where_asked():
     assert torch.equal(out[1], x[1])
     assert math.isclose(float(out[0].sum()), 1.0, rel_tol=1e-5)
     assert math.isclose(float(out[0, 0, 7, 8] / out[0, 0, 7, 7]), math.exp(-0.5), rel_tol=1e-4)
+
+
+def test_the_simclr_diagram_is_drawn_from_the_examples_pixels(tmp_path):
+    from PIL import Image
+
+    from mammo_utils.pretrain.figures import simclr_diagram
+
+    rng = np.random.default_rng(0)
+    path = simclr_diagram(rng.random((96, 96)), rng.random((64, 64)), rng.random((64, 64)), (512, 128),
+                          tmp_path / "simclr.png")
+    with Image.open(path) as im:
+        assert im.width > 2 * im.height  # one row: region, views, encoder, head, loss
+        grey = np.asarray(im.convert("L"), dtype=np.float32)
+    assert grey.std() > 20  # not blank: the images and the boxes are there

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from mammo_utils.plots import (
     save_figure,
@@ -68,4 +70,51 @@ def embedding_scatter(xy: np.ndarray, labels: list[str], path: Path, title: str)
     fig, ax = subplots(figsize=(5, 4.2))
     sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=labels, ax=ax, s=18, palette="Set1")
     ax.set(title=title, xticks=[], yticks=[])
+    return save_figure(fig, path)
+
+
+@styled
+def simclr_diagram(region: np.ndarray, view0: np.ndarray, view1: np.ndarray, dims: tuple[int, int],
+                   path: Path) -> Path:
+    """SimCLR on one example, drawn with the example's own pixels: a region of the breast, its two views, the
+    shared encoder f and head g, and NT-Xent pulling the pair together and pushing the other regions' views away.
+
+    Args:
+        region: (R, R) the region both views are cut from. view0, view1: (S, S) the two views.
+        dims: (D, d), the sizes of h = f(x) and z = g(h). path: the PNG to write.
+    """
+    fig = Figure(figsize=(11, 3.4))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set(xlim=(0, 11), ylim=(0, 3.4)), ax.axis("off")
+
+    def image(img: np.ndarray, x: float, y: float, size: float, title: str) -> None:
+        ax.imshow(np.asarray(img, np.float32), cmap="gray", vmin=0, vmax=1, extent=(x, x + size, y, y + size))
+        ax.text(x + size / 2, y + size + 0.08, title, ha="center", va="bottom", fontsize=9)
+
+    def box(x: float, y: float, text: str, colour: str) -> None:
+        ax.add_patch(FancyBboxPatch((x, y), 1.3, 0.6, boxstyle="round,pad=0.05", fc=colour, ec="black"))
+        ax.text(x + 0.65, y + 0.3, text, ha="center", va="center", fontsize=9)
+
+    def arrow(x0: float, y0: float, x1: float, y1: float, text: str = "") -> None:
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, color="black"))
+        if text:
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.08, text, ha="center", va="bottom", fontsize=8)
+
+    image(region, 0.1, 1.0, 1.4, "a region of the breast")
+    ax.text(0.8, 0.9, "two random views:\ncrop, flips, intensity, blur", ha="center", va="top", fontsize=8)
+    (D, d) = dims
+    for y, view, name in ((2.0, view0, "view 1"), (0.2, view1, "view 2")):
+        arrow(1.55, 1.7, 2.25, y + 0.5)
+        image(view, 2.3, y, 1.0, name)
+        arrow(3.35, y + 0.5, 3.95, y + 0.5)
+        box(4.0, y + 0.2, "encoder f\n(ResNet)", "#cfe2f3")
+        arrow(5.35, y + 0.5, 5.95, y + 0.5, f"h ({D})")
+        box(6.0, y + 0.2, "head g\n(MLP)", "#d9ead3")
+        arrow(7.35, y + 0.5, 7.95, y + 0.5, f"z ({d})")
+    ax.text(4.65, 1.45, "the same weights", ha="center", va="center", fontsize=8, style="italic")
+    ax.add_patch(FancyBboxPatch((8.0, 0.55), 2.8, 2.3, boxstyle="round,pad=0.05", fc="#fce5cd", ec="black"))
+    ax.text(9.4, 1.7, "NT-Xent\npull z1 and z2 together,\npush away the 2N - 2 views\nof the other regions\n"
+            "in the batch", ha="center", va="center", fontsize=9)
+    ax.text(5.5, 0.02, "After pretraining g is thrown away; f (h) is what notebook 03 fine-tunes.", ha="center",
+            va="bottom", fontsize=8)
     return save_figure(fig, path)
