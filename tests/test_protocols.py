@@ -419,3 +419,22 @@ def test_the_stage_writes_its_table_figures_and_strict_json(tiny_cfg):
     stamp = (out / "stage.json").stat().st_mtime_ns
     run_protocols(cfg)
     assert (out / "stage.json").stat().st_mtime_ns == stamp  # unchanged settings: not run again
+
+
+def test_readme_headline_names_the_highest_leaky_score_and_the_honest_range():
+    from mammo_utils.protocols.table import _headline
+
+    def entry(arm, model, features, labels, accuracy, honest=False):
+        return {"arm": arm, "model": model, "features": features, "labels": labels, "honest": honest,
+                "over_seeds": {"accuracy": {"mean": accuracy}}, "first_seed": {"accuracy": {"value": accuracy}}}
+
+    films = [entry("A0", "nearest", "pixels", "real", 0.55, honest=True),
+             entry("A0", "nearest", "pixels", "random", 0.51, honest=True),
+             entry("A2 K=8 offline", "nearest", "simclr", "real", 0.93),
+             entry("A5 offline", "nearest", "pixels", "real", 0.90),
+             entry("A5 offline", "nearest", "simclr", "random", 0.96),
+             entry("A1", "cnn", "pixels", "random", 0.99, honest=True)]  # honest: never the leaky headline
+    text = _headline(films)
+    assert "real labels 0.930 (A2 K=8 offline, 1-NN on simclr)" in text
+    assert "random labels 0.960 (A5 offline, 1-NN on simclr)" in text
+    assert "0.510-0.990" in text

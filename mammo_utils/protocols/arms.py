@@ -52,7 +52,7 @@ def plan_arms(copies: tuple[int, ...], strengths: tuple[str, ...] = ("finetune",
     floor, not against 0.5.
     """
     top = max(copies)
-    a2 = [Arm(f"A2 K={k} {s}", "films", "item_id", f"{k} {s} copies per film, then split by copy", copies=k,
+    a2 = [Arm(f"A2 K={k} {s}", "films", "item_id", f"{k} {s} cop{'y' if k == 1 else 'ies'} per film, then split by copy", copies=k,
               strength=s) for s in strengths for k in copies]
     a5 = [Arm(f"A5 {s}", "films", "item_id", f"A1 + A2 (K={top} {s}) + A4 together", copies=top, strength=s,
               select_on_test=True) for s in strengths]
