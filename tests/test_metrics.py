@@ -79,3 +79,18 @@ def test_intervals_contain_the_estimate_and_narrow_with_more_patients():
     for m in (small, large):
         assert m["low"] <= m["value"] <= m["high"]
     assert large["high"] - large["low"] < small["high"] - small["low"]
+
+
+def test_auc_or_half_is_scikit_learns_roc_auc_with_ties_and_chance_for_one_class():
+    from sklearn.metrics import roc_auc_score
+
+    from mammo_utils.evaluate.metrics import auc_or_half
+
+    rng = np.random.default_rng(0)
+    for n in (5, 40, 301):
+        y = rng.integers(0, 2, n)
+        y[:2] = (0, 1)
+        for score in (rng.normal(size=n), np.round(rng.normal(size=n), 1), rng.integers(0, 3, n)):  # ties too
+            assert auc_or_half(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+    assert auc_or_half(np.array([1, 1, 0, 0]), np.array([0.1, 0.2, 0.8, 0.9])) == 0.0  # ranked backwards
+    assert auc_or_half(np.ones(4), np.arange(4.0)) == 0.5

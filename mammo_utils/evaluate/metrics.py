@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -25,8 +26,20 @@ METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "sensitivity", 
 
 def auc_or_half(y: np.ndarray, score: np.ndarray) -> float:
     """ROC AUC, or 0.5 (chance) when ``y`` holds one class only (a tiny validation split can): the model-selection
-    score of fine-tuning, which must always be a number."""
-    return float(roc_auc_score(y, score)) if len(np.unique(y)) > 1 else 0.5
+    score of fine-tuning, which must always be a number.
+
+    Computed as the Mann-Whitney statistic from scipy's mid-ranks, U / (n+ n-), which is the ROC AUC with ties
+    counted half (the value ``roc_auc_score`` returns, checked in the tests): it is scored after every step of
+    every linear probe, and there scikit-learn's input checks cost 20 times the computation (on the MIAS crop
+    task, 7 of its 29 minutes).
+    """
+    y = np.asarray(y).astype(bool).ravel()
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return 0.5
+    ranks = rankdata(np.asarray(score, dtype=np.float64).ravel())
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
