@@ -66,3 +66,17 @@ def test_publish_course_writes_every_executed_notebook(tiny_cfg, tmp_path):
     text = (dest / "01_a.ipynb").read_text()
     assert str(run_dir(tiny_cfg)) not in text
     assert "(02_b.ipynb)" in (dest / "README.md").read_text()
+
+
+def test_publish_course_says_which_rows_the_protocol_notebook_left_out(tiny_cfg, tmp_path):
+    src = run_dir(tiny_cfg) / "notebooks"
+    src.mkdir(parents=True)
+    (src / "06_protocols.ipynb").write_text(json.dumps(_executed(str(run_dir(tiny_cfg)))))
+    study = run_dir(tiny_cfg) / "06_protocols"
+    study.mkdir(parents=True)
+    (study / "protocols.json").write_text(json.dumps({"skipped": [{"features": "simclr", "reason": "no fold"}]}))
+    readme = (publish_course(tiny_cfg, tmp_path / "course") / "README.md").read_text()
+    assert "without the simclr rows" in readme and "demo-mias/protocols.md" in readme
+    (study / "protocols.json").write_text(json.dumps({"skipped": []}))
+    readme = (publish_course(tiny_cfg, tmp_path / "course") / "README.md").read_text()
+    assert "without the" not in readme and "demo-mias/protocols.md" in readme

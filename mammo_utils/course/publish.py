@@ -194,6 +194,14 @@ def publish_course(cfg: Config, dest: Path | None = None) -> Path:
         nb = course_copy(json.loads(path.read_text()), roots)
         atomic_write_text(tmp / path.name, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
         lines.append(f"- [{path.stem}]({path.name})")
+    study = run_dir(cfg) / STAGES["protocols"] / "protocols.json"
+    if any(p.stem == STAGES["protocols"] for p in executed) and study.exists():
+        skipped = sorted({s["features"] for s in json.loads(study.read_text()).get("skipped", [])})
+        lines += ["", f"`{STAGES['protocols']}` ran on the same {cfg.dataset} data"
+                  + (f" without the {', '.join(skipped)} rows (stage 02 pretrained no backbone per fold here)"
+                     if skipped else "")
+                  + "; the study on real MIAS is published as tables and figures only, since its films cannot be "
+                  "republished: [`docs/results/demo-mias/protocols.md`](../results/demo-mias/protocols.md)."]
     atomic_write_text(tmp / "README.md", "\n".join(lines) + "\n")
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
