@@ -53,6 +53,16 @@ def test_committed_without_outputs_with_one_parameters_cell_and_the_course_kerne
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_check_cell_shows_its_verdict_line_only(path):
+    # A check returns True or False for the tests; as a cell's last expression Jupyter would print it under the
+    # PASS / NOT YET line, so every check call that ends a cell ends with a semicolon.
+    for cell in _load(path)["cells"]:
+        last = "".join(cell["source"]).strip().splitlines()[-1:] if cell["cell_type"] == "code" else []
+        if last and re.match(r"check_\w+\(", last[0]):
+            assert last[0].split("#")[0].rstrip().endswith(";"), f"{path.name}: {last[0]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_each_notebook_is_a_lesson(path):
     """An opening box, enough prose, short code cells, exercises with checks, the summary at the end."""
     nb = _load(path)

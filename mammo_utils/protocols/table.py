@@ -222,11 +222,15 @@ def _headline(films: list[dict]) -> str:
             top = max(leaky, key=lambda e: _value(e, "accuracy"))
             words.append(f"on {labels} labels {_value(top, 'accuracy'):.3f} ({top['arm']}, {MODELS[top['model']]} "
                          f"on {top['features']})")
-    honest = [_value(e, "accuracy") for e in films if e["honest"] and np.isfinite(_value(e, "accuracy"))]
-    if not words or not honest:
+    ranges = []
+    for labels in ("real", "random"):
+        honest = [_value(e, "accuracy") for e in films
+                  if e["honest"] and e["labels"] == labels and np.isfinite(_value(e, "accuracy"))]
+        if honest:
+            ranges.append(f"{min(honest):.3f}-{max(honest):.3f} on {labels} labels")
+    if not words or not ranges:
         return ""
-    return (f"The highest leaky score is {' and '.join(words)}; the honest arm A0 scores "
-            f"{min(honest):.3f}-{max(honest):.3f} on either label set.")
+    return f"The highest leaky score is {' and '.join(words)}; the honest arm A0 scores {' and '.join(ranges)}."
 
 
 README_MODELS = (("nearest", "pixels"), ("nearest", None), ("cnn", "pixels"), ("logistic", None))
