@@ -55,3 +55,19 @@ def test_force_reruns_a_stage_and_stale_temporaries_are_removed(tiny_cfg):
     assert (out / "stage.json").stat().st_mtime_ns == stamp and not any(p.exists() for p in stale)
     run_prepare(cfg, workers=1, force=True)
     assert (out / "stage.json").stat().st_mtime_ns != stamp
+
+
+def test_the_epoch_log_counts_steps_when_a_run_has_no_epoch_bound(caplog):
+    import logging
+    from types import SimpleNamespace
+
+    from mammo_utils.runs.trainer import LogEpochs
+
+    callback = LogEpochs()
+    for max_epochs, expected in ((6, "epoch 2 of 6 ("), (-1, "epoch 2 (step 500 of 2000) (")):
+        trainer = SimpleNamespace(current_epoch=1, max_epochs=max_epochs, global_step=500, max_steps=2000,
+                                  callback_metrics={})
+        callback.on_train_epoch_start(trainer, None)
+        with caplog.at_level(logging.INFO, logger="mammo_utils.runs.trainer"):
+            callback.on_train_epoch_end(trainer, None)
+        assert expected in caplog.records[-1].getMessage()

@@ -115,8 +115,11 @@ class LogEpochs(pl.Callback):
 
         shown = {k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith(("_epoch", "knn_acc"))}
         values = ", ".join(f"{k.removesuffix('_epoch')} {v:.3f}" for k, v in sorted(shown.items()))
-        log.info("epoch %d of %d (%.0f s)%s", trainer.current_epoch + 1, trainer.max_epochs,
-                 time.perf_counter() - self.start, f": {values}" if values else "")
+        # A run bounded by steps alone (max_epochs -1, the budget curve) says how far it is in steps instead.
+        of = (f"of {trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0
+              else f"(step {trainer.global_step} of {trainer.max_steps})")
+        log.info("epoch %d %s (%.0f s)%s", trainer.current_epoch + 1, of, time.perf_counter() - self.start,
+                 f": {values}" if values else "")
 
 
 def fresh_start(out: Path) -> None:
