@@ -46,3 +46,20 @@ def test_a_changed_file_changes_the_readme(tmp_path):
     readme.write_text("<!-- generated: pretraining gone -->\n<!-- end generated -->\n")
     update_readme(readme, results)
     assert "Not published yet: `docs/results/gone/pretraining.json`" in readme.read_text()
+
+
+def test_the_budget_table_reads_each_step_and_the_pixel_baseline_from_budget_json():
+    from mammo_utils.course.readme import budget_table
+
+    def row(init, step, fraction, split, auc):
+        return {"init": init, "step": step, "label_fraction": fraction, "split": split, "roc_auc": auc,
+                "ci_low": auc - 0.1, "ci_high": auc + 0.1, "n_women": 24 if split == "val" else 40}
+
+    rows = [row("simclr", s, f, sp, 0.7 + s / 10_000 + f / 100 + (sp == "test") / 1000)
+            for s in (0, 500) for f in (0.1, 1.0) for sp in ("val", "test")]
+    rows += [row("pixels", -1, f, sp, 0.6) for f in (0.1, 1.0) for sp in ("val", "test")]
+    table = budget_table({"steps": [0, 500], "rows": rows}).splitlines()
+    assert "test (40)" in table[0] and len(table) == 2 + 2 + 1
+    assert table[2].startswith("| 0 (random init) | 0.701 [0.60, 0.80] | 0.702 ")
+    assert table[3].startswith("| 500 | 0.751 ") and "| 0.761 " in table[3]
+    assert table[4] == "| pixels, no network |" + " 0.600 [0.50, 0.70] |" * 4

@@ -50,6 +50,28 @@ def _protocols(study: dict) -> str:
     return readme_section(study, heading=False).rstrip()
 
 
+def budget_table(budget: dict) -> str:
+    """The budget curve as a table: the SimCLR probe's ROC AUC [95% CI] after each number of pretraining steps (0:
+    the random initialisation), on the validation and the test women, with a tenth of the women and with all of
+    them, and the raw-pixel baseline beside it."""
+    rows = budget["rows"]
+    cols = [(f, s) for f in (0.1, 1.0) for s in ("val", "test")]
+
+    def cell(init: str, step: int, fraction: float, split: str) -> str:
+        r = next((r for r in rows if r["init"] == init and r["step"] == step and r["split"] == split
+                  and abs(r["label_fraction"] - fraction) < 1e-9), None)
+        return "—" if r is None else f"{r['roc_auc']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+
+    women = {s: next((r["n_women"] for r in rows if r["split"] == s), 0) for s in ("val", "test")}
+    head = " | ".join(f"{'a tenth' if f < 1 else 'all'} of the women, {s} ({women[s]})" for f, s in cols)
+    lines = [f"| pretraining steps | {head} |", "|---" * (len(cols) + 1) + "|"]
+    for step in budget["steps"]:
+        lines.append(f"| {step}{' (random init)' if step == 0 else ''} | "
+                     + " | ".join(cell("simclr", step, f, s) for f, s in cols) + " |")
+    lines.append("| pixels, no network | " + " | ".join(cell("pixels", -1, f, s) for f, s in cols) + " |")
+    return "\n".join(lines)
+
+
 def _read(path: Path):
     if path.suffix == ".csv":
         with open(path, newline="") as f:
@@ -63,6 +85,7 @@ RENDERERS: dict[str, tuple[str, Callable[[dict | list], str]]] = {
     "claim": ("metrics.json", _claim),
     "recipe": ("recipe_search.csv", recipe_table),
     "protocols": ("protocols.json", _protocols),
+    "budget": ("budget.json", budget_table),
 }
 
 
