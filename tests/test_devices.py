@@ -1,6 +1,7 @@
 """The one place that chooses device, precision and memory format: CPUs with and without bf16, CUDA GPUs with
 and without bf16 tensor cores, Apple's MPS (faked: these machines have none), and the glibc allocator setting."""
 
+import os
 import pickle
 import platform
 
@@ -116,3 +117,15 @@ def test_keep_freed_memory_can_be_turned_off(monkeypatch):
 def test_keep_freed_memory_applies_on_glibc(monkeypatch):
     monkeypatch.delenv("MAMMO_KEEP_FREED_MEMORY", raising=False)
     assert keep_freed_memory() is True
+
+
+def test_the_cuda_check_is_the_cached_one_only_where_there_is_no_gpu(monkeypatch):
+    from mammo_utils.runs import devices
+
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # as importing Lightning leaves it
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    devices.use_cached_cuda_check()
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"  # a GPU: Lightning's fork-safe check stays
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    devices.use_cached_cuda_check()
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0"

@@ -12,7 +12,12 @@ import torch
 
 from mammo_utils.evaluate.stage import run_evaluate
 from mammo_utils.finetune.full import check_interval
-from mammo_utils.finetune.linear import extract_features, fit_linear_head, head_probabilities
+from mammo_utils.finetune.linear import (
+    extract_features,
+    fit_linear_head,
+    fit_linear_heads,
+    head_probabilities,
+)
 from mammo_utils.finetune.stage import run_finetune
 from mammo_utils.models import Classifier, make_backbone
 from mammo_utils.prepare.split import (
@@ -95,6 +100,26 @@ def test_linear_probe_freezes_the_backbone_and_its_head_plugs_into_the_classifie
         direct = torch.sigmoid(model.eval()(images.clamp(0, 1)).squeeze(1)).numpy()
     np.testing.assert_allclose(direct, head_probabilities(probe.head, feats), atol=1e-4)
     assert probe.best_val_auc == pytest.approx(probe.history["val_auc"].max())
+
+
+def test_probes_trained_side_by_side_are_the_probes_trained_one_by_one():
+    """Each stacked probe keeps its own rows, standardisation, class weight, seed and best epoch."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.relu(torch.randn(300, 64, generator=g)) * torch.linspace(0.1, 10, 64) + torch.linspace(0, 50, 64)
+    y = ((x[:, 0] - x[:, 0].mean()) / x[:, 0].std() + torch.randn(300, generator=g) > 0.5).long()
+    val_x = torch.relu(torch.randn(80, 64, generator=g)) * torch.linspace(0.1, 10, 64) + torch.linspace(0, 50, 64)
+    val_y = ((val_x[:, 0] - x[:, 0].mean()) / x[:, 0].std() + torch.randn(80, generator=g) > 0.5).long()
+    fits = torch.stack([torch.ones(300, dtype=torch.bool)] + [torch.rand(300, generator=g) < f for f in (0.1, 0.1, 0.3)])
+    seeds = [0, 1, 2, 3]
+    together = fit_linear_heads(x, y, fits, val_x, val_y, epochs=60, seeds=seeds)
+    for fit, seed, probe in zip(fits, seeds, together, strict=True):
+        alone = fit_linear_head(x[fit], y[fit], val_x, val_y, epochs=60, seed=seed)
+        assert probe.best_epoch == alone.best_epoch
+        np.testing.assert_allclose(probe.history.val_auc, alone.history.val_auc, atol=1e-9)
+        np.testing.assert_allclose(probe.history.train_loss, alone.history.train_loss, rtol=1e-4)
+        np.testing.assert_allclose(head_probabilities(probe.head, val_x), head_probabilities(alone.head, val_x),
+                                   atol=1e-4)
+    assert len({p.best_epoch for p in together}) > 1  # the probes did not all stop alike
 
 
 def _crop_cfg(cfg, **finetune):

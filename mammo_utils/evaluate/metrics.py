@@ -33,13 +33,20 @@ def auc_or_half(y: np.ndarray, score: np.ndarray) -> float:
     every linear probe, and there scikit-learn's input checks cost 20 times the computation (on the MIAS crop
     task, 7 of its 29 minutes).
     """
+    return float(aucs_or_half(y, np.asarray(score).ravel()[None])[0])
+
+
+def aucs_or_half(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """:func:`auc_or_half` of every row of ``scores`` (K, N) against the same labels ``y`` (N,): the K linear probes
+    trained side by side score their validation crops in one call."""
     y = np.asarray(y).astype(bool).ravel()
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     n_pos = int(y.sum())
     n_neg = y.size - n_pos
     if n_pos == 0 or n_neg == 0:
-        return 0.5
-    ranks = rankdata(np.asarray(score, dtype=np.float64).ravel())
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+        return np.full(len(scores), 0.5)
+    ranks = rankdata(scores, axis=1)
+    return (ranks[:, y].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:

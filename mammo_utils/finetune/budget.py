@@ -25,7 +25,7 @@ import torch
 from mammo_utils.config import Config
 from mammo_utils.evaluate.metrics import metrics_with_ci
 from mammo_utils.finetune import figures
-from mammo_utils.finetune.crops import BASELINES, fit_probe
+from mammo_utils.finetune.crops import BASELINES, fit_probes
 from mammo_utils.finetune.linear import extract_features, head_probabilities
 from mammo_utils.prepare.crops import baseline_features, labelled_women
 from mammo_utils.prepare.stage import load_crops, load_index
@@ -72,10 +72,9 @@ def probe_scores(features: torch.Tensor, crops: pd.DataFrame, cfg: Config, name:
     labels, rows = crops.label.to_numpy(), []
     for fraction in (1.0, FEW):
         draws = [cfg.seed] if fraction >= 1 else [cfg.seed + d for d in range(cfg.finetune.draws)]
-        scores = []
-        for draw in draws:
-            head = fit_probe(features, labels, labelled_women(crops, train, fraction, draw), val, cfg, draw)
-            scores.append(head_probabilities(head, features) if head is not None else np.full(len(crops), 0.5))
+        heads = fit_probes(features, labels, [labelled_women(crops, train, fraction, d) for d in draws], val, cfg,
+                           draws)
+        scores = [head_probabilities(h, features) if h is not None else np.full(len(crops), 0.5) for h in heads]
         for split in ("val", "test"):
             part = crops[crops.split == split]
             aucs = [metrics_with_ci(part.assign(probability=s[(crops.split == split).to_numpy()]), 0.5,

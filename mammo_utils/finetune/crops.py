@@ -34,7 +34,7 @@ from mammo_utils.config import Config
 from mammo_utils.finetune.augment import finetune_transform
 from mammo_utils.finetune.backbones import BackboneCache
 from mammo_utils.finetune.full import fit_full
-from mammo_utils.finetune.linear import extract_features, fit_linear_head, head_probabilities
+from mammo_utils.finetune.linear import extract_features, fit_linear_heads, head_probabilities
 from mammo_utils.models import predict
 from mammo_utils.prepare.crops import baseline_features, cut, labelled_women, tile_centres
 from mammo_utils.prepare.loaders import CachedImages
@@ -85,15 +85,23 @@ def draws(cfg: Config, fraction: float, classifier: str) -> list[int]:
     return [cfg.seed + d for d in range(max(1, n))]
 
 
-def fit_probe(features: torch.Tensor, labels: np.ndarray, fit: np.ndarray, val: np.ndarray, cfg: Config,
-              seed: int) -> torch.nn.Linear | None:
-    """A linear probe on ``features[fit]`` (None when the labelled crops hold one class only)."""
-    y = torch.as_tensor(np.array(labels))
-    if len(np.unique(labels[fit])) < 2:
-        return None
-    f = cfg.finetune
-    return fit_linear_head(features[fit], y[fit], features[val], y[val], epochs=f.linear_epochs, lr=f.linear_lr,
-                           weight_decay=f.weight_decay, seed=seed).head
+def fit_probes(features: torch.Tensor, labels: np.ndarray, fits: list[np.ndarray], val: np.ndarray, cfg: Config,
+               seeds: list[int]) -> list[torch.nn.Linear | None]:
+    """Linear probes on ``features[fit]`` for each boolean mask of ``fits`` (seeded with ``seeds``), trained side by
+    side (:func:`~mammo_utils.finetune.linear.fit_linear_heads`); None where the labelled crops hold one class."""
+    labels = np.asarray(labels)
+    usable = [k for k, fit in enumerate(fits) if len(np.unique(labels[fit])) == 2]
+    heads: list[torch.nn.Linear | None] = [None] * len(fits)
+    if not usable:
+        return heads
+    union = np.logical_or.reduce([fits[k] for k in usable])
+    y, f = torch.as_tensor(labels.copy()), cfg.finetune
+    probes = fit_linear_heads(features[union], y[union], torch.from_numpy(np.stack([fits[k][union] for k in usable])),
+                              features[val], y[val], epochs=f.linear_epochs, lr=f.linear_lr,
+                              weight_decay=f.weight_decay, seeds=[seeds[k] for k in usable])
+    for k, probe in zip(usable, probes, strict=True):
+        heads[k] = probe.head
+    return heads
 
 
 def prediction_rows(crops: pd.DataFrame, split: CropSplit, probability: np.ndarray, **columns) -> pd.DataFrame:
@@ -112,14 +120,14 @@ def linear_predictions(crops: pd.DataFrame, features: dict[str, torch.Tensor], s
                        cfg: Config) -> pd.DataFrame:
     """Every linear probe of one split: each feature set (initialisations and baselines) x fraction x draw."""
     labels, frames = crops.label.to_numpy(), []
+    plan = [(fraction, draw) for fraction in cfg.finetune.label_fractions for draw in draws(cfg, fraction, "linear")]
+    fits = [labelled_women(crops, split.train, fraction, draw) for fraction, draw in plan]
     for name, feats in features.items():
-        for fraction in cfg.finetune.label_fractions:
-            for draw in draws(cfg, fraction, "linear"):
-                fit = labelled_women(crops, split.train, fraction, draw)
-                head = fit_probe(feats, labels, fit, split.val, cfg, draw)
-                p = head_probabilities(head, feats) if head is not None else np.full(len(crops), 0.5)
-                frames.append(prediction_rows(crops, split, p, init=name, classifier="linear",
-                                              label_fraction=float(fraction), draw=draw))
+        heads = fit_probes(feats, labels, fits, split.val, cfg, [draw for _, draw in plan])
+        for (fraction, draw), head in zip(plan, heads, strict=True):
+            p = head_probabilities(head, feats) if head is not None else np.full(len(crops), 0.5)
+            frames.append(prediction_rows(crops, split, p, init=name, classifier="linear",
+                                          label_fraction=float(fraction), draw=draw))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from mammo_utils.config import Config
-from mammo_utils.evaluate.metrics import auc_or_half
+from mammo_utils.evaluate.metrics import aucs_or_half
 from mammo_utils.finetune.full import FitResult, require_both_classes
-from mammo_utils.finetune.loss import weighted_bce
+from mammo_utils.finetune.loss import positive_class_weight
 from mammo_utils.models import Classifier, feature_dim, normalize
 from mammo_utils.prepare.loaders import CachedImages
 from mammo_utils.runs.devices import Placement, placement, prepare_input, prepare_model
@@ -88,33 +89,97 @@ def fit_linear_head(
     Returns:
         The head (standardisation folded in) with its validation history.
     """
-    torch.manual_seed(seed)
-    mean, std = train_x.mean(0), train_x.std(0, unbiased=False).clamp_min(1e-6)
-    z_train, z_val = (train_x - mean) / std, (val_x - mean) / std
-    y = train_y.float()
-    loss_fn = weighted_bce(train_y)
-    head = nn.Linear(train_x.shape[1], 1)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    fits = torch.ones(1, len(train_y), dtype=torch.bool)
+    return fit_linear_heads(train_x, train_y, fits, val_x, val_y, epochs, lr, weight_decay, [seed])[0]
+
+
+def fit_linear_heads(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    fits: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    epochs: int = 300,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-4,
+    seeds: list[int] | tuple[int, ...] = (0,),
+) -> list[LinearProbe]:
+    """K linear probes trained side by side: probe k is :func:`fit_linear_head` on the rows ``fits[k]`` of ``x``.
+
+    A label-efficiency sweep trains dozens of probes on subsets of the same crops (each fraction of the women,
+    each draw), all scored on the same validation crops. One full-batch step of one probe is a few hundred
+    microseconds, most of it overhead; stacked, the K probes take their steps together (31 probes of the MIAS crop
+    task 6 times faster). Nothing is shared but the arithmetic: each probe standardises with its own rows' mean and
+    SD, weights its positives by its own class ratio, starts from ``nn.Linear`` seeded with its own seed, and keeps
+    its own best epoch. AdamW's update is elementwise, so K heads in one tensor with the sum of their losses step as
+    K separate heads would, to rounding (the tests compare them).
+
+    Args:
+        x: (N, D) training features; y: (N,) labels 0/1.
+        fits: (K, N) boolean, the rows each probe trains on (both classes in each).
+        val_x, val_y: the validation features and labels, shared.
+        epochs, lr, weight_decay: as :func:`fit_linear_head`.
+        seeds: K seeds of the heads' initialisations.
+
+    Returns:
+        K probes, in the order of ``fits``.
+    """
+    fits = torch.as_tensor(fits, dtype=torch.bool).reshape(len(seeds), -1)
+    n_heads, dim = len(seeds), x.shape[1]
+    rows = [torch.nonzero(f).squeeze(1) for f in fits]
+    stats = [(x[r].mean(0), x[r].std(0, unbiased=False).clamp_min(1e-6)) for r in rows]
+    mean, std = torch.stack([m for m, _ in stats]), torch.stack([s for _, s in stats])  # (K, D)
+    # Probe k sees (x - mean_k) / std_k. Written as ((x - c) - (mean_k - c)) / std_k, with c the mean of all the
+    # rows, every probe's logits for every row come from one matrix product; centring on c first keeps the
+    # subtraction of each probe's own mean away from large numbers.
+    centre = x.mean(0)
+    x_c, val_c, shift = x - centre, val_x - centre, mean - centre
+
+    def logits(data: torch.Tensor) -> torch.Tensor:  # (rows, D) -> (K, rows)
+        scale = w / std
+        return (data @ scale.T).T - (shift * scale).sum(1, keepdim=True) + b[:, None]
+
+    target, weight = y.float().expand(n_heads, -1), fits.float()
+    pos_weight = torch.tensor([[positive_class_weight(y[r].numpy())] for r in rows])  # (K, 1)
+    heads = []
+    for seed in seeds:  # the same initial weights as one nn.Linear seeded alone
+        torch.manual_seed(seed)
+        heads.append(nn.Linear(dim, 1))
+    w = nn.Parameter(torch.cat([h.weight.detach() for h in heads]).clone())  # (K, D)
+    b = nn.Parameter(torch.cat([h.bias.detach() for h in heads]).clone())  # (K,)
+    opt = torch.optim.AdamW([w, b], lr=lr, weight_decay=weight_decay)
     val_y_np = val_y.numpy()
-    best = (-1.0, -1, {k: v.clone() for k, v in head.state_dict().items()})
-    rows = []
-    for epoch in range(max(1, epochs)):
+    best_auc = np.full(n_heads, -1.0)
+    best_epoch = np.full(n_heads, -1)
+    best_w, best_b = w.detach().clone(), b.detach().clone()
+    aucs, losses = [], []
+    for _ in range(max(1, epochs)):
         opt.zero_grad()
-        loss = loss_fn(head(z_train).squeeze(1), y)
-        loss.backward()
+        per_row = F.binary_cross_entropy_with_logits(logits(x_c), target, pos_weight=pos_weight, reduction="none")
+        loss = (per_row * weight).sum(1) / weight.sum(1)  # each probe's mean over its own rows
+        loss.sum().backward()
         opt.step()
         with torch.no_grad():
-            auc = auc_or_half(val_y_np, head(z_val).squeeze(1).numpy())
-        rows.append({"epoch": epoch, "val_auc": auc, "train_loss": float(loss.detach())})
-        if auc > best[0]:  # strictly better: ties keep the earlier, simpler model
-            best = (auc, epoch, {k: v.clone() for k, v in head.state_dict().items()})
-    head.load_state_dict(best[2])
-    # Fold the standardisation into the weights: w·(x - m)/s + b = (w/s)·x + (b - (w/s)·m).
-    with torch.no_grad():
-        w = head.weight / std
-        head.bias.copy_(head.bias - (w * mean).sum(1))
-        head.weight.copy_(w)
-    return LinearProbe(head=head, best_epoch=best[1], best_val_auc=best[0], history=pd.DataFrame(rows))
+            auc = aucs_or_half(val_y_np, logits(val_c).numpy())
+            better = auc > best_auc  # strictly better: ties keep the earlier, simpler model
+            best_auc[better], best_epoch[better] = auc[better], len(aucs)
+            keep = torch.from_numpy(better)
+            best_w[keep], best_b[keep] = w[keep], b[keep]
+        aucs.append(auc)
+        losses.append(loss.detach().numpy().copy())
+    aucs, losses = np.stack(aucs), np.stack(losses)
+    probes = []
+    for k in range(n_heads):
+        # Fold the standardisation into the weights: w·(x - m)/s + b = (w/s)·x + (b - (w/s)·m).
+        head = nn.Linear(dim, 1)
+        with torch.no_grad():
+            scaled = best_w[k] / std[k]
+            head.weight.copy_(scaled[None])
+            head.bias.copy_(best_b[k : k + 1] - (scaled * mean[k]).sum())
+        history = pd.DataFrame({"epoch": np.arange(len(aucs)), "val_auc": aucs[:, k], "train_loss": losses[:, k]})
+        probes.append(LinearProbe(head=head, best_epoch=int(best_epoch[k]), best_val_auc=float(best_auc[k]),
+                                  history=history))
+    return probes
 
 
 @torch.no_grad()

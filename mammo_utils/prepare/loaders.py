@@ -49,8 +49,8 @@ class CachedImages(Dataset):
             if seed is None:
                 x = self.transform(x)
             else:  # the same (image, epoch) always gets the same views, whatever the worker or process
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(seed)
+                with torch.random.fork_rng(devices=[]):  # the CPU generator only, where the transforms draw
+                    torch.default_generator.manual_seed(seed)  # (torch.manual_seed would seed the GPUs too, slowly)
                     x = self.transform(x)
         return x, int(self.labels[i])
 

@@ -55,7 +55,7 @@ def augmented_copy(image: np.ndarray, seed: int, size_px: int, augment: AugmentC
     """One augmented copy of a film: the project's fine-tuning augmentation (a mild random crop, a flip, a
     rotation of a few degrees), drawn from ``seed``, as an offline "data augmentation" step would make it."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         x = torch.from_numpy(np.asarray(image, dtype=np.float32))[None]
         return finetune_transform(size_px, augment)(x)[0].numpy()
 

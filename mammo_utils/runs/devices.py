@@ -53,6 +53,19 @@ def cpu_has_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
+def use_cached_cuda_check() -> None:
+    """Where there is no CUDA GPU, let torch answer "is CUDA available?" from its cached device count.
+
+    Importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (so that a check does not initialise CUDA before a
+    fork). Until CUDA is initialised torch does not cache that answer, and on a machine without NVIDIA's library it
+    tries to load the library again at every check, and every optimiser step checks (torch's graph-capture health
+    check): it doubled the cost of an AdamW step of the linear probes, which take tens of thousands. With no GPU
+    there is nothing a fork could inherit, so the plain check is used; with a GPU nothing changes.
+    """
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and torch.cuda.device_count() == 0:
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+
+
 def cuda_available() -> bool:
     """A CUDA GPU is usable."""
     return torch.cuda.is_available()

@@ -11,9 +11,10 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from mammo_utils.config import Config, show_progress
-from mammo_utils.runs.devices import placement
+from mammo_utils.runs.devices import placement, use_cached_cuda_check
 
 log = logging.getLogger(__name__)
+use_cached_cuda_check()  # after Lightning's import, which asks for the uncached check
 
 
 def make_trainer(
