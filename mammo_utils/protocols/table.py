@@ -7,6 +7,7 @@ the tables show what each protocol does to the number on the same films, beside 
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -248,7 +249,7 @@ def readme_section(s: dict, figure: str = "docs/results/demo-mias/protocols.png"
     body = []
     for arm in dict.fromkeys(e["arm"] for e in films):
         first = next(e for e in films if e["arm"] == arm)
-        cells = [f"**{arm}**" if first["honest"] else arm, first["leak_description"]]
+        cells = [f"**{arm}**" if first["honest"] else arm, _singular(first["leak_description"])]
         for m, f in README_MODELS:
             real, rand = at.get((m, f or backbone, arm, "real")), at.get((m, f or backbone, arm, "random"))
             cells.append(f"{_cell(real)} / {_cell(rand)}")
@@ -270,3 +271,8 @@ def write(out: Path, summary_: dict) -> None:
     atomic_write_text(Path(out) / "protocols.md", markdown(summary_))
     atomic_write_text(Path(out) / "protocols.csv", rows(summary_).to_csv(index=False))
     atomic_write_text(Path(out) / "readme_section.md", readme_section(summary_))
+
+
+def _singular(leak: str) -> str:
+    """"1 finetune copy", where a study run before the arms said so themselves wrote "1 finetune copies"."""
+    return re.sub(r"^1 (\w+) copies\b", r"1 \1 copy", leak)
