@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     add("reproduce", "run the five notebooks in order with papermill, then print the results table")
     p = add("budget", "the budget curve: the crop task's probe after 0, 250, 500, 1000, 2000 ... pretraining steps")
     p.add_argument("--steps", default="0,250,500,1000,2000", help="comma-separated pretraining steps to read")
+    p = add("recipe", "the recipe search: pretraining variants scored by the crop task's probe on validation women")
+    p.add_argument("--variants", help="comma-separated names of mammo_utils.pretrain.recipe.VARIANTS (default: all)")
     p = add("protocols", "stage 06: what each split protocol does to the number (A0 honest ... A5 leaks combined)")
     p.add_argument("--force", action="store_true", help="run the study again (cached features and backbones are kept)")
     p = add("publish", "copy a finished run's report.md and downscaled figures into docs/results/ (committable)")
@@ -105,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             from mammo_utils.finetune.budget import run_budget
 
             out = run_budget(cfg, tuple(int(s) for s in args.steps.split(",") if s.strip()))
+        elif args.command == "recipe":
+            from mammo_utils.pretrain.recipe import run_recipe
+
+            out = run_recipe(cfg, [v.strip() for v in args.variants.split(",")] if args.variants else None)
+            print((out / "recipe_search.csv").read_text())
         elif args.command == "protocols":
             from mammo_utils.protocols.study import run_protocols
 

@@ -38,7 +38,8 @@ MAX_WIDTH_PX = 1400
 # The numbers behind the README's tables, machine-readable, beside the figures (configurations made portable).
 DATA_FILES = (("pretrain", "pretraining.json"), ("budget", "budget.json"), ("budget", "budget.csv"),
               ("evaluate", "ssl_gain.json"), ("evaluate", "ssl_gain.csv"), ("evaluate", "metrics.json"),
-              ("protocols", "protocols.json"), ("protocols", "protocols.csv"), ("protocols", "predictions.csv.gz"))
+              ("protocols", "protocols.json"), ("protocols", "protocols.csv"), ("protocols", "predictions.csv.gz"),
+              ("recipe", "recipe_search.csv"), ("recipe", "recipe.json"))
 
 
 def publish_run(cfg: Config, dest: Path | None = None) -> Path:

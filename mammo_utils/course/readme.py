@@ -33,14 +33,15 @@ def recipe_table(rows: list[dict]) -> str:
     """Markdown table of ``recipe_search.csv``: each variant's last loss beside ln(2N − 1), its pretext accuracy, and
     the probe's validation ROC AUC (mean ± SD over draws of women) at each label fraction."""
     fractions = [c.removeprefix("auc_") for c in rows[0] if c.startswith("auc_")]
-    lines = ["| variant | what changes | steps | loss (ln(2N−1)) | pretext top-1 | "
-             + " | ".join(f"AUC, {f.replace('pct', '%')} labels" for f in fractions) + " |",
-             "|---|---|---|---|---|" + "---|" * len(fractions)]
+    lines = ["| variant | what changes | steps | loss (its constant-output level) | pretext top-1 | kNN, untrained → "
+             "trained | " + " | ".join(f"AUC, {f.replace('pct', '%')} labels" for f in fractions) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(fractions)]
     for r in rows:
         loss = f"{float(r['loss']):.2f} ({float(r['loss_constant_output']):.2f})" if r["loss"] else "—"
-        top1 = f"{float(r['pretext_top1']):.2f}" if r["pretext_top1"] else "—"
+        top1 = f"{float(r['pretext_top1']):.3f}" if r["pretext_top1"] else "—"
+        knn = f"{float(r['knn_untrained']):.3f} → {float(r['knn']):.3f}" if r.get("knn") else "—"
         aucs = " | ".join(f"{float(r[f'auc_{f}']):.3f} ± {float(r[f'sd_{f}']):.3f}" for f in fractions)
-        lines.append(f"| {r['variant']} | {r['change']} | {r['steps']} | {loss} | {top1} | {aucs} |")
+        lines.append(f"| {r['variant']} | {r['change']} | {r['steps']} | {loss} | {top1} | {knn} | {aucs} |")
     return "\n".join(lines)
 
 
