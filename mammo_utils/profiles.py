@@ -39,7 +39,8 @@ def profile_values(profile: str, dataset: str) -> dict[str, Any]:
         )
     if profile == "demo":
         # Set by the time budget (targets: make demo within 10 minutes with bf16 on 2 cores and 15 without, the MIAS
-        # reproduction within 45; measured: 8.5, 13 and 45, the recipe's 300 steps per backbone being the trade-off) and by the pretraining recipe chosen on validation data (README, "How the recipe was chosen"):
+        # reproduction within 45; measured: 8.5, 13 and 45, the recipe's 300 steps per backbone being the trade-off)
+        # and by the pretraining recipe chosen on validation data (make recipe; README, "How the recipe was chosen"):
         # ResNet-18 on 64 px crops of films at 512 px, batch 128, a few hundred steps. The one earlier choice made on
         # results, backbone_lr_factor 1.0 (every layer at one rate, as SimCLR's own fine-tuning protocol does), was
         # made on validation ROC AUC of the synthetic demo's headline run (0.963 against 0.823 with 0.1).
